@@ -1,0 +1,1 @@
+"""xlt-bench core: registries, settings, data, runner, tracking (see README)."""

@@ -1,0 +1,241 @@
+"""`python -m bench`: run, plan, list, backbone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError, TrainingError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as for every other bad input
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", default="demo", help="suite name (default: demo)")
+    parser.add_argument(
+        "--setting", default="mixed", help="single-task, multi-task, mixed, few-shot"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--shots", type=int, help="few-shot: labelled examples per target pair")
+    parser.add_argument("--tasks", help="only these labelled tasks, comma-separated (default: all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="train and evaluate one method on a suite and setting")
+    run.add_argument("--method", required=True, help="method name (see `list`)")
+    _common(run)
+    run.add_argument(
+        "--output", type=Path, default=Path("bench-runs"), help="MLflow store, caches, checkpoints"
+    )
+    run.add_argument("--max-steps", type=int, help="override the suite's training steps")
+    run.add_argument("--eval-every", type=int, help="override the steps between evaluations")
+    run.add_argument("--lr", type=float, help="learning rate (method.lr)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in --output)")
+    run.add_argument(
+        "--backbone-init", default="pretrained", help="pretrained, or random (an untrained control)"
+    )
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="any option, e.g. method.weight_decay=0.01 or train.batch_size=16 (`list --options`)",
+    )  # fmt: skip
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    plan = commands.add_parser("plan", help="print the Plan of a suite and setting")
+    _common(plan)
+    plan.add_argument("--json", action="store_true", help="print the Plan as JSON")
+
+    listing = commands.add_parser("list", help="methods, tasks, settings and suites")
+    listing.add_argument("--options", action="store_true", help="also list every option")
+
+    backbone = commands.add_parser("backbone", help="build or check the demo backbone")
+    actions = backbone.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    build = actions.add_parser("build", help="pretrain the demo backbone (minutes; done once)")
+    build.add_argument("name", choices=["demo"])
+    build.add_argument("--steps", type=int, default=None, help="MLM pretraining steps")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--output", type=Path, default=None, help="folder (default: backbones/demo)")
+    actions.add_parser("check", help="verify the shipped demo backbone's checksum")
+
+    transfer = commands.add_parser(
+        "transfer", help="pretrained vs random backbone on zero-shot POS: reports/demo/transfer.md"
+    )
+    transfer.add_argument("--seeds", type=int, default=3, help="seeds per backbone (default: 3)")
+    transfer.add_argument("--max-steps", type=int, help="override the suite's training steps")
+    transfer.add_argument("--output", type=Path, default=Path("bench-runs"))
+    transfer.add_argument("--report", type=Path, help="where to write (default: reports/demo/)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingError as error:
+        print(f"run failed: {error}", file=sys.stderr)
+        return 1
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, str]:
+    values = {}
+    if getattr(args, "shots", None) is not None:
+        values["shots"] = args.shots
+    return values
+
+
+def _tasks(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else ()
+
+
+def _split_sets(pairs: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    sections: dict[str, dict[str, str]] = {"train": {}, "method": {}}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in sections:
+            raise BenchError(
+                f"--set {item!r} is invalid: expected method.NAME=VALUE or train.NAME=VALUE"
+            )
+        sections[section][name] = value
+    return sections["train"], sections["method"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import runner
+    from bench.report import results_table
+
+    train, method = _split_sets(args.set)
+    train.update(_train_overrides(args))
+    for flag, key in (("max_steps", "max_steps"), ("eval_every", "eval_every")):
+        if getattr(args, flag) is not None:
+            train[key] = getattr(args, flag)
+    if args.lr is not None:
+        method["lr"] = args.lr
+    request = runner.Request(
+        method=args.method, setting=args.setting, suite=args.suite, seed=args.seed,
+        output=args.output, tracking_uri=args.tracking_uri, backbone_init=args.backbone_init,
+        train=train, method_options=method, progress=not args.no_progress, tasks=_tasks(args),
+    )  # fmt: skip
+    prepared = runner.prepare(request)
+    result = runner.execute(prepared)
+    print()
+    print(f"{prepared.suite.name} / {prepared.plan.setting} / {args.method} / seed {args.seed}")
+    print(prepared.suite.description)
+    print(results_table(result.pairs, prepared.suite.language_names))
+    m = result.metrics
+    print(
+        f"trainable params {m['params/trainable']:,} of {m['params/total']:,}; "
+        f"train {m['time/train_s']:.1f} s, {m['throughput/tokens_per_s']:,.0f} tokens/s; "
+        f"peak RSS {m['memory/peak_rss_mb']:,.0f} MB"
+    )
+    print(f"MLflow run {result.run_id} in {result.tracking_uri}")
+    from bench.tracking import ui_hint
+
+    print(ui_hint(result.tracking_uri, result.experiment_id, result.run_id))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from bench import plugins
+    from bench.settings import SETTINGS
+    from bench.suites import SUITES
+
+    plugins.load_builtins()
+    suite = SUITES.get(args.suite)()
+    if _tasks(args):
+        suite = suite.restricted(_tasks(args))
+    train = suite.train.with_values(_train_overrides(args))
+    plan = SETTINGS.get(args.setting).build(suite, args.seed, train)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.render())
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench import plugins
+    from bench.config import TrainConfig
+    from bench.method import METHODS
+    from bench.settings import SETTINGS
+    from bench.suites import SUITES
+    from bench.task import TASKS
+
+    plugins.load_builtins()
+    sections = [
+        ("methods", [(n, m.description) for n, m in METHODS.items()]),
+        ("tasks", [(n, f"{t.kind} - {t.description}") for n, t in TASKS.items()]),
+        ("settings", [(n, s.description) for n, s in SETTINGS.items()]),
+        ("suites", [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in SUITES.items()]),
+    ]
+    for title, rows in sections:
+        print(f"{title}:")
+        width = max(len(name) for name, _ in rows)
+        for name, text in rows:
+            print(f"  {name.ljust(width)}  {text}")
+    if args.options:
+        print("train options (suites set the defaults):")
+        _print_options(TrainConfig.describe())
+        for name, method in METHODS.items():
+            print(f"method options of {name}:")
+            _print_options(method.Config.describe())
+    return 0
+
+
+def _print_options(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(key) + len(default) for key, default, _ in rows) + 3
+    for key, default, text in rows:
+        print(f"  {f'{key}={default}'.ljust(width)}  {text}")
+
+
+def cmd_backbone(args: argparse.Namespace) -> int:
+    from bench import backbone
+
+    if args.action == "check":
+        backbone.verify(backbone.DEMO_DIR)
+        print(f"{backbone.DEMO_DIR} matches its checksum")
+        return 0
+    out = args.output or backbone.DEMO_DIR
+    kwargs = {} if args.steps is None else {"steps": args.steps}
+    record = backbone.build_demo(out, seed=args.seed, **kwargs)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from bench import plugins, transfer
+    from bench.suites import SUITES
+
+    plugins.load_builtins()
+    if args.seeds < 1:
+        raise BenchError(f"--seeds {args.seeds} is invalid: must be >= 1")
+    train = {} if args.max_steps is None else {"max_steps": args.max_steps}
+    table = transfer.measure(args.output, seeds=tuple(range(args.seeds)), train=train)
+    command = "python -m bench transfer" + (f" --seeds {args.seeds}" if args.seeds != 3 else "")
+    if args.max_steps is not None:
+        command += f" --max-steps {args.max_steps}"
+    text = transfer.render(table, suite=SUITES.get("demo")(), command=command)
+    path = args.report or transfer.REPORT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)
+    print(f"written to {path}")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "plan": cmd_plan,
+    "list": cmd_list,
+    "backbone": cmd_backbone,
+    "transfer": cmd_transfer,
+}

@@ -1,0 +1,217 @@
+"""From a task's rows to tensors: tokenisation with first-sub-token labels, an on-disk cache,
+padding, MLM masking, and temperature sampling over pairs (one pair per batch)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
+
+from bench.errors import BenchError
+from bench.heads import IGNORE
+from bench.settings import Pair
+from bench.task import Kind, Task
+
+ENCODING_VERSION = "1"  # bump when the encoding below changes, to invalidate caches
+
+datasets.disable_progress_bars()  # cache writes take milliseconds; the training bar is the one bar
+
+
+@dataclasses.dataclass
+class PairData:
+    """One pair's examples of one split: the rows (for gold labels) and their encodings."""
+
+    pair: Pair
+    kind: Kind
+    rows: datasets.Dataset
+    encoded: datasets.Dataset  # input_ids, token_type_ids, labels (per token or one), n_labelled
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    @functools.cached_property
+    def columns(self) -> dict[str, list]:
+        return self.encoded.to_dict()  # python lists: batching from them beats Arrow row access
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) for ids in self.columns["input_ids"])
+
+    def examples(self, indices: list[int]) -> dict[str, list]:
+        return {name: [column[i] for i in indices] for name, column in self.columns.items()}
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    if tokenizer.is_fast:
+        state = json.loads(tokenizer.backend_tokenizer.to_str())
+        # truncation and padding are call-time state of the backend, not part of the tokenizer
+        state.pop("truncation", None)
+        state.pop("padding", None)
+    else:
+        state = tokenizer.get_vocab()
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_pair(
+    task: Task,
+    language: str,
+    split: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    cap: int | None = None,
+    indices: tuple[int, ...] | None = None,
+    exclude: tuple[int, ...] = (),
+    cache_dir: Path | None = None,
+) -> PairData:
+    """Load, subset and encode one pair's split, reusing the on-disk encoding when it is current."""
+    rows = task.load(language, split)
+    if indices is not None:
+        rows = rows.select(indices)
+    if exclude:
+        drop = set(exclude)
+        rows = rows.select([i for i in range(len(rows)) if i not in drop])
+    if cap is not None and cap < len(rows):
+        rows = rows.select(range(cap))
+    if len(rows) == 0:
+        raise BenchError(f"{task.name}/{language}/{split} holds no examples")
+    key = {
+        "version": ENCODING_VERSION,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "data": task.source.fingerprint(language, split),
+        "task": task.name,
+        "labels": task.labels,
+        "max_length": max_length,
+        "subset": [cap, indices, exclude],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir / f"{task.name}-{language}-{split}-{digest}" if cache_dir else None
+    if path is not None and path.exists():
+        encoded = datasets.load_from_disk(str(path))
+    else:
+        encoded = datasets.Dataset.from_dict(encode(task, rows, tokenizer, max_length))
+        if path is not None:
+            tmp = path.with_name(path.name + ".tmp")
+            encoded.save_to_disk(str(tmp))
+            tmp.rename(path)  # a crash mid-write never leaves a cache entry that looks complete
+    return PairData(Pair(task.name, language), task.kind, rows, encoded)
+
+
+def encode(task: Task, dataset: datasets.Dataset, tokenizer, max_length: int) -> dict[str, list]:
+    rows = dataset.to_dict()
+    if task.kind is Kind.MLM:
+        enc = tokenizer(rows["text"], truncation=True, max_length=max_length)
+        return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"]}
+    label_ids = {label: i for i, label in enumerate(task.labels)}
+
+    def label_id(label: str) -> int:
+        if label not in label_ids:
+            valid = ", ".join(task.labels)
+            raise BenchError(f"{task.name}: unknown label {label!r}; valid: {valid}")
+        return label_ids[label]
+
+    if task.kind is Kind.SENTENCE:
+        enc = tokenizer(rows["premise"], rows["hypothesis"], truncation=True, max_length=max_length)
+        labels = [label_id(label) for label in rows["label"]]
+        return {**_ids(enc), "labels": labels, "n_labelled": [1] * len(labels)}
+    enc = tokenizer(
+        rows["tokens"], is_split_into_words=True, truncation=True, max_length=max_length
+    )
+    all_labels, counts = [], []
+    for i, tags in enumerate(rows["tags"]):
+        labels, previous = [], None
+        for word in enc.word_ids(i):
+            first = word is not None and word != previous
+            labels.append(label_id(tags[word]) if first else IGNORE)
+            previous = word
+        all_labels.append(labels)
+        counts.append(sum(label != IGNORE for label in labels))
+    return {**_ids(enc), "labels": all_labels, "n_labelled": counts}
+
+
+def _ids(enc) -> dict[str, list]:
+    return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"]}
+
+
+class Collator:
+    """Pads a list of encoded examples of one pair into tensors; masks MLM batches."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        mlm_probability: float,
+        seed: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.pad_id = tokenizer.pad_token_id
+        self.special_ids = torch.tensor(tokenizer.all_special_ids)
+        self.masker = DataCollatorForLanguageModeling(
+            tokenizer, mlm_probability=mlm_probability, seed=seed
+        )
+
+    def __call__(self, examples: dict[str, list], kind: Kind) -> dict[str, torch.Tensor]:
+        input_ids = _pad(examples["input_ids"], self.pad_id)
+        batch = {
+            "input_ids": input_ids,
+            "token_type_ids": _pad(examples["token_type_ids"], 0),
+            "attention_mask": (input_ids != self.pad_id).long(),
+        }
+        if kind is Kind.MLM:
+            special = torch.isin(input_ids, self.special_ids)
+            batch["input_ids"], batch["labels"] = self.masker.torch_mask_tokens(
+                input_ids.clone(), special
+            )
+        elif kind is Kind.SENTENCE:
+            batch["labels"] = torch.tensor(examples["labels"])
+        else:
+            batch["labels"] = _pad(examples["labels"], IGNORE)
+        return {name: tensor.to(self.device) for name, tensor in batch.items()}
+
+
+def _pad(sequences: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), width), value, dtype=torch.long)
+    for i, s in enumerate(sequences):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def sampling_probabilities(sizes: dict[Pair, int], temperature: float) -> dict[Pair, float]:
+    """p_i proportional to (n_i / N)^(1/T): T=1 samples by size, large T tends to uniform."""
+    total = sum(sizes.values())
+    weights = {pair: (n / total) ** (1.0 / temperature) for pair, n in sizes.items()}
+    norm = sum(weights.values())
+    return {pair: w / norm for pair, w in weights.items()}
+
+
+class PairSampler:
+    """Yields (pair, example indices) for each training step: the pair drawn with temperature
+    sampling, the examples taken from that pair's reshuffled epochs (small pairs repeat)."""
+
+    def __init__(self, data: dict[Pair, PairData], batch_size: int, temperature: float, seed: int):
+        self.pairs = sorted(data)
+        probs = sampling_probabilities({p: len(data[p]) for p in self.pairs}, temperature)
+        self.probs = np.array([probs[p] for p in self.pairs])
+        self.sizes = [len(data[p]) for p in self.pairs]
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.orders: list[np.ndarray] = [np.empty(0, dtype=int) for _ in self.pairs]
+
+    def __iter__(self) -> Iterator[tuple[Pair, list[int]]]:
+        while True:
+            i = int(self.rng.choice(len(self.pairs), p=self.probs))
+            size = min(self.batch_size, self.sizes[i])  # a few-shot pair never repeats in a batch
+            if len(self.orders[i]) < size:
+                epoch = self.rng.permutation(self.sizes[i])
+                self.orders[i] = np.concatenate([self.orders[i], epoch])
+            take, self.orders[i] = self.orders[i][:size], self.orders[i][size:]
+            yield self.pairs[i], take.tolist()

@@ -1,0 +1,102 @@
+"""Evaluation of one pair: predictions per example, the task's metric, and the references."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections import defaultdict
+
+import torch
+
+from bench.config import TrainConfig
+from bench.data import Collator, PairData
+from bench.heads import IGNORE
+from bench.method import Model
+from bench.metrics import METRICS
+from bench.references import References
+from bench.settings import EvalPair
+from bench.task import Kind, Task
+
+
+@dataclasses.dataclass
+class PairResult:
+    task: str
+    language: str
+    split: str
+    role: str
+    model: str
+    metric: str
+    score: float
+    references: dict[str, float]
+    predictions: list  # per example: a label, or a list of labels (one per word)
+    gold: list
+
+
+def predict(model: Model, task: Task, data: PairData, collator: Collator, batch_size: int) -> list:
+    """Predicted labels per example; words cut off by truncation get no prediction (None)."""
+    model.eval()
+    model.prepare_eval(data.pair)
+    if task.kind is Kind.TOKEN:
+        lengths = [len(tokens) for tokens in data.rows.to_dict()["tokens"]]
+    # Batches of similar lengths waste little on padding; predictions go back to their order.
+    order = sorted(range(len(data)), key=lambda i: len(data.columns["input_ids"][i]))
+    predictions: list = [None] * len(data)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            batch = collator(data.examples(indices), task.kind)
+            ids = model(batch, data.pair).logits.argmax(-1).cpu()
+            if task.kind is Kind.SENTENCE:
+                for index, label in zip(indices, ids.tolist(), strict=True):
+                    predictions[index] = task.labels[label]
+                continue
+            labelled = (batch["labels"] != IGNORE).cpu()
+            for row, mask, index in zip(ids, labelled, indices, strict=True):
+                words = [task.labels[i] for i in row[mask].tolist()]
+                predictions[index] = words + [None] * (lengths[index] - len(words))
+    return predictions
+
+
+def evaluate(
+    model: Model,
+    task: Task,
+    data: PairData,
+    pair: EvalPair,
+    references: References | None,
+    train: TrainConfig,
+    model_name: str,
+    collator: Collator,
+) -> PairResult:
+    predictions = predict(model, task, data, collator, train.eval_batch_size)
+    column = "tags" if task.kind is Kind.TOKEN else "label"
+    gold = data.rows.to_dict()[column]
+    # A word lost to truncation counts as wrong: "O" for NER (a missed entity), else no label.
+    fallback = "O" if "O" in task.labels else ""
+    scored = [
+        [fallback if p is None else p for p in pred] if isinstance(pred, list) else pred
+        for pred in predictions
+    ]
+    score = METRICS[task.family.metric](gold, scored)
+    refs = references.scores(list(data.rows)) if references is not None else {}
+    return PairResult(
+        task.name, pair.pair.language, pair.split, pair.role, model_name,
+        task.family.metric, score, refs, predictions, gold,
+    )  # fmt: skip
+
+
+def summarize(results: list[PairResult]) -> dict[str, float]:
+    """MLflow metrics: a score per eval pair, the references, and averages over target pairs."""
+    metrics: dict[str, float] = {}
+    targets: dict[str, list[PairResult]] = defaultdict(list)
+    for r in results:
+        metrics[f"eval/{r.task}/{r.language}/{r.metric}"] = r.score
+        for name, value in r.references.items():
+            metrics[f"reference/{name}/{r.task}/{r.language}/{r.metric}"] = value
+        if r.role == "target":
+            targets[r.task].append(r)
+    for task, rows in targets.items():
+        metrics[f"eval/{task}/avg_target"] = statistics.fmean(r.score for r in rows)
+        for name in rows[0].references:
+            values = [r.references[name] for r in rows]
+            metrics[f"reference/{name}/{task}/avg_target"] = statistics.fmean(values)
+    return metrics

@@ -1,0 +1,55 @@
+"""Task heads shared by methods: a linear layer per labelled task, the backbone's head for MLM."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bench.method import Output
+from bench.task import Kind, Task
+
+IGNORE = -100  # label of positions that carry no loss (padding, non-first sub-tokens, unmasked)
+
+
+class Heads(nn.Module):
+    """Encoder hidden states of a one-pair batch -> logits and a loss for that pair's task."""
+
+    def __init__(
+        self,
+        tasks: dict[str, Task],
+        hidden_size: int,
+        *,
+        mlm_head: nn.Module | None = None,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.kinds = {name: task.kind for name, task in tasks.items()}
+        self.dropout = nn.Dropout(dropout)
+        self.classifiers = nn.ModuleDict(
+            {
+                name: nn.Linear(hidden_size, len(task.labels))
+                for name, task in tasks.items()
+                if task.kind is not Kind.MLM
+            }
+        )
+        if mlm_head is None and Kind.MLM in self.kinds.values():
+            raise ValueError("an MLM task needs the backbone's MLM head")
+        self.mlm_head = mlm_head
+
+    def forward(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor], task: str) -> Output:
+        kind = self.kinds[task]
+        labels = batch["labels"]
+        if kind is Kind.MLM:
+            # Only masked positions need vocabulary logits: the rest of the sequence is skipped.
+            masked = labels != IGNORE
+            if not masked.any():  # a short batch can draw no mask at all: nothing to learn from
+                return Output(hidden.sum() * 0.0, hidden.new_zeros(0, 1))
+            logits = self.mlm_head(hidden[masked])
+            return Output(F.cross_entropy(logits.float(), labels[masked]), logits)
+        if kind is Kind.SENTENCE:
+            logits = self.classifiers[task](self.dropout(hidden[:, 0]))
+            return Output(F.cross_entropy(logits.float(), labels), logits)
+        logits = self.classifiers[task](self.dropout(hidden))
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+        return Output(loss, logits)

@@ -1,0 +1,321 @@
+"""The runner: Plan -> trained models -> scores, logged to MLflow.
+
+Everything that can be wrong with the input (names, values, data, backbone, output folder) is
+checked in `prepare`, before any MLflow run exists; `execute` then trains and evaluates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from bench import backbone as demo_backbone
+from bench import plugins
+from bench.config import TrainConfig
+from bench.data import Collator, PairData, PairSampler, load_pair
+from bench.errors import BenchError, TrainingError
+from bench.evaluation import PairResult, evaluate, summarize
+from bench.method import METHODS, Backbone, Method, MethodConfig, Model, count_parameters
+from bench.references import References
+from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb
+from bench.settings import SETTINGS, ModelPlan, Pair, Plan
+from bench.suites import SUITES, Suite
+from bench.tracking import Tracker, git_state, resolve_uri
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What the user asked for, before validation."""
+
+    method: str
+    setting: str = "mixed"
+    suite: str = "demo"
+    seed: int = 0
+    output: Path = Path("bench-runs")
+    tracking_uri: str | None = None
+    backbone_init: str = "pretrained"  # or "random": same shape, untrained (a control)
+    tasks: tuple[str, ...] = ()  # restrict the suite to these labelled tasks; () = all
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class Prepared:
+    request: Request
+    suite: Suite
+    method: type[Method]
+    method_config: MethodConfig
+    train: TrainConfig
+    plan: Plan
+    tokenizer: PreTrainedTokenizerBase
+    data: dict[tuple[Pair, str], PairData]  # (pair, split) -> data
+    references: dict[tuple[str, str], References]  # (model, task) -> fitted references
+    started: float  # perf_counter() when preparation began: the run's wall time counts from it
+    device: torch.device = dataclasses.field(
+        default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    pairs: list[PairResult]
+    metrics: dict[str, float]
+
+
+def prepare(request: Request) -> Prepared:
+    started = time.perf_counter()
+    plugins.load_builtins()
+    if request.backbone_init not in ("pretrained", "random"):
+        raise BenchError(
+            f"backbone init {request.backbone_init!r} is invalid; valid: pretrained, random"
+        )
+    suite = SUITES.get(request.suite)()
+    if request.tasks:
+        suite = suite.restricted(request.tasks)
+    setting = SETTINGS.get(request.setting)
+    method = METHODS.get(request.method)
+    method_config = method.Config().with_values(request.method_options)
+    train = suite.train.with_values(request.train)
+    plan = setting.build(suite, request.seed, train)
+    _check_output(request.output)
+    tokenizer = AutoTokenizer.from_pretrained(backbone_path(suite.backbone))
+    cache = request.output / "cache"
+    data: dict[tuple[Pair, str], PairData] = {}
+    references = {}
+    for model in plan.models:
+        pairs = [*model.train, *(model.mlm if method_config.mlm else ())]
+        for t in pairs:
+            data.setdefault((t.pair, t.split), _load(suite, t, tokenizer, train, cache))
+        for e in (*model.selection, *model.eval):
+            if (e.pair, e.split) not in data:
+                data[(e.pair, e.split)] = load_pair(
+                    suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
+                    max_length=train.max_length, exclude=e.exclude, cache_dir=cache,
+                )  # fmt: skip
+        for task in model.tasks:
+            rows = [
+                row
+                for t in model.train
+                if t.pair.task == task and t.indices is None
+                for row in data[(t.pair, t.split)].rows
+            ]
+            references[(model.name, task)] = References(suite.task(task), rows)
+    return Prepared(
+        request, suite, method, method_config, train, plan, tokenizer, data, references, started
+    )
+
+
+def backbone_path(spec: str) -> Path:
+    """The folder of a suite's backbone: "demo" is the shipped one, checked against its checksum."""
+    if spec == "demo":
+        demo_backbone.verify(demo_backbone.DEMO_DIR)
+        return demo_backbone.DEMO_DIR
+    path = Path(spec)
+    if not (path / "config.json").exists():
+        raise BenchError(f"backbone folder {path} has no config.json (expected a saved model)")
+    return path
+
+
+def _load(suite: Suite, t, tokenizer, train: TrainConfig, cache: Path) -> PairData:
+    return load_pair(
+        suite.task(t.pair.task), t.pair.language, t.split, tokenizer,
+        max_length=train.max_length, cap=t.cap, indices=t.indices, cache_dir=cache,
+    )  # fmt: skip
+
+
+def _check_output(output: Path) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise BenchError(f"output folder {output} is not writable: {error.strerror}") from None
+
+
+def execute(prepared: Prepared) -> RunResult:
+    request, plan = prepared.request, prepared.plan
+    uri = resolve_uri(request.output, request.tracking_uri)
+    tracker = Tracker(uri, prepared.suite.name, request.output / "artifacts")
+    params = {
+        "method": request.method,
+        "setting": plan.setting,
+        "suite": plan.suite,
+        "seed": request.seed,
+        "backbone": prepared.suite.backbone,
+        "backbone.init": request.backbone_init,
+        **prepared.method_config.flat(),
+        **prepared.train.flat(),
+    }
+    tags = {
+        "method": request.method,
+        "setting": plan.setting,
+        "suite": plan.suite,
+        "seed": str(request.seed),
+        **git_state(),
+    }
+    tracker.start(f"{request.method}-{plan.setting}-s{request.seed}", params, tags)
+    try:
+        result = _train_and_evaluate(prepared, tracker)
+    except BaseException as error:
+        tracker.tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+        tracker.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.end()
+    return result
+
+
+def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
+    request = prepared.request
+    checkpoints = request.output / "checkpoints" / tracker.run_id
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    pair_results: list[PairResult] = []
+    train_time, eval_time = Stopwatch(), Stopwatch()
+    tokens, trainable, total = 0, 0, 0
+    for model_plan in prepared.plan.models:
+        transformers.set_seed(request.seed)
+        model = _build(prepared, model_plan).to(prepared.device)
+        collator = Collator(
+            prepared.tokenizer, prepared.train.mlm_probability, request.seed, prepared.device
+        )
+        model_trainable, model_total = count_parameters(model)
+        trainable += model_trainable
+        total += model_total
+        with train_time:
+            path = checkpoints / f"{model_plan.name}.safetensors"
+            tokens += _train(prepared, model_plan, model, collator, tracker, path)
+        with eval_time:
+            for e in model_plan.eval:
+                data = prepared.data[(e.pair, e.split)]
+                refs = prepared.references[(model_plan.name, e.pair.task)]
+                task = prepared.suite.task(e.pair.task)
+                pair_results.append(
+                    evaluate(model, task, data, e, refs, prepared.train, model_plan.name, collator)
+                )
+    metrics = summarize(pair_results)
+    metrics.update(
+        {
+            "params/trainable": trainable,
+            "params/total": total,
+            "memory/peak_rss_mb": peak_rss_mb(),
+            "memory/peak_gpu_mb": peak_gpu_mb(),
+            "time/train_s": train_time.seconds,
+            "time/eval_s": eval_time.seconds,
+            "time/wall_s": time.perf_counter() - prepared.started,
+            "throughput/tokens_per_s": tokens / max(train_time.seconds, 1e-9),
+        }
+    )
+    tracker.metrics(metrics)
+    tracker.artifact(
+        dataclasses.asdict(prepared.train) | prepared.method_config.flat(), "config.json"
+    )
+    tracker.artifact(prepared.plan.to_dict(), "plan.json")
+    results = {
+        "run_id": tracker.run_id,
+        "method": request.method,
+        "setting": prepared.plan.setting,
+        "suite": prepared.plan.suite,
+        "seed": request.seed,
+        "metrics": metrics,
+        "pairs": [dataclasses.asdict(r) for r in pair_results],
+    }
+    tracker.artifact(results, "results.json")
+    return RunResult(tracker.run_id, tracker.experiment_id, tracker.uri, pair_results, metrics)
+
+
+def _build(prepared: Prepared, model_plan: ModelPlan) -> Model:
+    suite, request = prepared.suite, prepared.request
+    path = backbone_path(suite.backbone)
+    if request.backbone_init == "random":  # same shape and tokenizer, untrained: a control
+        model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(path))
+    else:
+        model = AutoModelForMaskedLM.from_pretrained(path)
+    backbone = Backbone(suite.backbone, model, prepared.tokenizer, request.backbone_init)
+    names = list(model_plan.tasks) + (["mlm"] if prepared.method_config.mlm else [])
+    tasks = {name: suite.task(name) for name in names}
+    return prepared.method.build(backbone, model_plan, tasks, prepared.method_config)
+
+
+def _train(
+    prepared: Prepared,
+    plan: ModelPlan,
+    model: Model,
+    collator: Collator,
+    tracker: Tracker,
+    path: Path,
+) -> int:
+    """Trains `model` in place, leaves it at its best model-selection checkpoint; returns tokens."""
+    cfg, seed = prepared.train, prepared.request.seed
+    pairs = [*plan.train, *(plan.mlm if prepared.method_config.mlm else ())]
+    data = {t.pair: prepared.data[(t.pair, t.split)] for t in pairs}
+    kinds = {pair: d.kind for pair, d in data.items()}
+    parameters = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(
+        parameters, lr=prepared.method_config.lr, weight_decay=prepared.method_config.weight_decay
+    )
+    warmup = int(cfg.warmup_ratio * cfg.max_steps)
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, cfg.max_steps)
+    sampler = iter(PairSampler(data, cfg.batch_size, cfg.temperature, seed))
+    best, tokens, losses = -math.inf, 0, []
+    bar = tqdm(
+        range(1, cfg.max_steps + 1),
+        desc=f"train {plan.name}",
+        disable=not prepared.request.progress,
+    )
+    for step in bar:
+        pair, indices = next(sampler)
+        model.train()
+        batch = collator(data[pair].examples(indices), kinds[pair])
+        loss = model(batch, pair).loss
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss {loss.item()} at step {step} on pair {pair}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+        losses.append(loss.item())
+        if step % 50 == 0 or step == cfg.max_steps:
+            tracker.metrics({f"train/{plan.name}/loss": sum(losses) / len(losses)}, step)
+            bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
+            losses = []
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            score = _select(prepared, plan, model, collator, tracker, step)
+            if score > best:
+                best = score
+                model.save(str(path))
+    model.load(str(path))
+    return tokens
+
+
+def _select(
+    prepared: Prepared,
+    plan: ModelPlan,
+    model: Model,
+    collator: Collator,
+    tracker: Tracker,
+    step: int,
+) -> float:
+    """Scores the model-selection pairs; their mean primary metric picks the best checkpoint."""
+    scores = {}
+    for e in plan.selection:
+        data = prepared.data[(e.pair, e.split)]
+        task = prepared.suite.task(e.pair.task)
+        result = evaluate(model, task, data, e, None, prepared.train, plan.name, collator)
+        scores[f"select/{e.pair.task}/{e.pair.language}/{result.metric}"] = result.score
+    mean = sum(scores.values()) / len(scores)
+    tracker.metrics({**scores, f"select/{plan.name}/score": mean}, step)
+    return mean

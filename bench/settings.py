@@ -1,0 +1,208 @@
+"""Settings turn a suite into a Plan: what is trained on, what selects the model, what is evaluated.
+
+The four settings mirror the Hyper-X paper (Figure 1):
+- single-task: one model per task, trained on the main source language only;
+- multi-task: one model, every task of the main source language;
+- mixed: multi-task plus the extra source languages' single tasks; evaluation covers every
+  (task, language) pair, so the unseen task-language combinations are targets too;
+- few-shot: mixed plus k labelled examples per target pair, drawn with the seed from the target's
+  train split; evaluation is on the target's test split, with any shot removed from it.
+Model selection always uses the dev split of the labelled training pairs of source languages,
+never a target's data. MLM languages are listed in every plan; methods that use MLM train on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+
+from bench.config import TrainConfig
+from bench.registry import Registry
+from bench.suites import Suite
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Pair:
+    task: str
+    language: str
+
+    def __str__(self) -> str:
+        return f"{self.task}/{self.language}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPair:
+    pair: Pair
+    split: str
+    cap: int | None = None  # at most this many examples (the first `cap` after the indices)
+    indices: tuple[int, ...] | None = None  # a fixed subset of the split (few-shot)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPair:
+    pair: Pair
+    split: str
+    role: str  # "source": labelled in training; "target": not (or only with few shots)
+    exclude: tuple[int, ...] = ()  # examples of the split that were trained on
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelPlan:
+    name: str
+    train: tuple[TrainPair, ...]
+    mlm: tuple[TrainPair, ...]
+    selection: tuple[EvalPair, ...]
+    eval: tuple[EvalPair, ...]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.pair.task for p in (*self.train, *self.eval)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    suite: str
+    setting: str
+    seed: int
+    models: tuple[ModelPlan, ...]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def render(self) -> str:
+        lines = [f"Plan: suite {self.suite}, setting {self.setting}, seed {self.seed}"]
+        for model in self.models:
+            lines.append(f"model {model.name!r}")
+            rows = [("train", _by_task(_train_label(t) for t in model.train), model.train)]
+            if model.mlm:
+                langs = " ".join(t.pair.language for t in model.mlm)
+                rows.append(("mlm", f"{langs} (at most {model.mlm[0].cap} sentences each)", ()))
+            rows.append(
+                ("selection", _by_task(str(e.pair) for e in model.selection), model.selection)
+            )
+            for role in ("source", "target"):
+                pairs = tuple(e for e in model.eval if e.role == role)
+                rows.append((f"eval {role}", _by_task(str(e.pair) for e in pairs), pairs))
+            for label, text, items in rows:
+                splits = sorted({item.split for item in items})
+                suffix = f"  [{', '.join(splits)} split]" if splits else ""
+                lines.append(f"  {label:<13}{text or '-'}{suffix}")
+        return "\n".join(lines)
+
+
+def _train_label(t: TrainPair) -> str:
+    extra = f" ({len(t.indices)} shots)" if t.indices is not None else ""
+    return f"{t.pair}{extra}" + (f" (cap {t.cap})" if t.cap is not None else "")
+
+
+def _by_task(labels) -> str:
+    """ "ner/qaa, ner/qab, pos/qaa" -> "ner: qaa qab | pos: qaa"."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        task, _, rest = label.partition("/")
+        groups.setdefault(task, []).append(rest)
+    return " | ".join(f"{task}: {' '.join(items)}" for task, items in groups.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    description: str
+    build: Callable[[Suite, int, TrainConfig], Plan]
+
+
+SETTINGS: Registry[Setting] = Registry("setting")
+
+
+def _setting(name: str, description: str):
+    def decorator(build: Callable[[Suite, int, TrainConfig], Plan]):
+        SETTINGS.add(name, Setting(name, description, build))
+        return build
+
+    return decorator
+
+
+def _model(
+    suite: Suite, name: str, train: list[TrainPair], eval_tasks: tuple[str, ...], train_config
+) -> ModelPlan:
+    trained = {t.pair for t in train if t.indices is None}
+    selection = tuple(EvalPair(t.pair, "dev", "source") for t in train if t.indices is None)
+    shots = {t.pair: t.indices for t in train if t.indices is not None}
+    evals = []
+    for task in eval_tasks:
+        for language in suite.languages:
+            pair = Pair(task, language)
+            role = "source" if pair in trained else "target"
+            evals.append(EvalPair(pair, "test", role, _excluded(shots.get(pair), "train", "test")))
+    mlm = ()
+    if suite.has_mlm:
+        mlm = tuple(
+            TrainPair(Pair("mlm", lang), "train", train_config.mlm_cap) for lang in suite.languages
+        )
+    return ModelPlan(name, tuple(train), mlm, selection, tuple(evals))
+
+
+def _excluded(indices: tuple[int, ...] | None, shot_split: str, eval_split: str) -> tuple[int, ...]:
+    # Shots come from train and evaluation reads test, so nothing overlaps; the rule stays explicit
+    # for suites whose shots and evaluation share a split.
+    return tuple(indices) if indices and shot_split == eval_split else ()
+
+
+def _labelled(pairs, cap: int | None) -> list[TrainPair]:
+    return [TrainPair(pair, "train", cap) for pair in pairs]
+
+
+@_setting("single-task", "one model per task, each trained on the main source language only")
+def single_task(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+    models = tuple(
+        _model(
+            suite, task, _labelled([Pair(task, suite.main_source)], train.train_cap), (task,), train
+        )
+        for task in suite.labelled_tasks
+    )
+    return Plan(suite.name, "single-task", seed, models)
+
+
+def _multi_task_pairs(suite: Suite) -> list[Pair]:
+    return [Pair(task, suite.main_source) for task in suite.labelled_tasks]
+
+
+@_setting("multi-task", "one model trained on every task of the main source language")
+def multi_task(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+    pairs = _labelled(_multi_task_pairs(suite), train.train_cap)
+    return Plan(
+        suite.name, "multi-task", seed, (_model(suite, "all", pairs, suite.labelled_tasks, train),)
+    )
+
+
+def _mixed_pairs(suite: Suite) -> list[Pair]:
+    extra = [Pair(task, language) for language, task in suite.extra_sources.items()]
+    return _multi_task_pairs(suite) + extra
+
+
+@_setting("mixed", "multi-task on the main source plus one task in each extra source language")
+def mixed(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+    pairs = _labelled(_mixed_pairs(suite), train.train_cap)
+    return Plan(
+        suite.name, "mixed", seed, (_model(suite, "all", pairs, suite.labelled_tasks, train),)
+    )
+
+
+@_setting("few-shot", "mixed plus k labelled train examples per target pair (train.shots)")
+def few_shot(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+    pairs = _labelled(_mixed_pairs(suite), train.train_cap)
+    labelled = {t.pair for t in pairs}
+    rng = random.Random(seed)
+    for task in suite.labelled_tasks:
+        for language in suite.targets:
+            pair = Pair(task, language)
+            if pair in labelled:
+                continue
+            size = len(suite.task(task).load(language, "train"))
+            k = min(train.shots, size)
+            indices = tuple(sorted(rng.sample(range(size), k)))
+            pairs.append(TrainPair(pair, "train", None, indices))
+    return Plan(
+        suite.name, "few-shot", seed, (_model(suite, "all", pairs, suite.labelled_tasks, train),)
+    )

@@ -1,0 +1,73 @@
+"""Suites: which data sources, languages and backbone a benchmark uses.
+
+A suite names one main source language with labelled data for every task (English in the
+paper), extra source languages with labelled data for one task each (the paper's Arabic NER and
+Turkish POS), and target languages that have no labelled training data in zero-shot settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+from bench.config import TrainConfig
+from bench.errors import BenchError
+from bench.registry import Registry
+from bench.task import TASKS, Kind, Source, Task
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    backbone: str  # "demo" (the shipped backbone) or a local model folder
+    sources: Mapping[str, Source]  # task name -> where its data comes from
+    main_source: str
+    extra_sources: Mapping[str, str]  # language -> the one task it has labels for
+    targets: tuple[str, ...]
+    train: TrainConfig  # this suite's default budget
+    language_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    language_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # for reports
+
+    def __post_init__(self) -> None:
+        for name in self.sources:
+            TASKS.canonical(name)
+        for language, task in self.extra_sources.items():
+            if task not in self.labelled_tasks:
+                raise ValueError(
+                    f"suite {self.name}: extra source {language} has unknown task {task}"
+                )
+
+    def task(self, name: str) -> Task:
+        family = TASKS.get(name)
+        if family.name not in self.sources:
+            valid = ", ".join(self.sources)
+            raise BenchError(f"suite {self.name!r} has no task {name!r}; it has: {valid}")
+        return Task(family, self.sources[family.name])
+
+    def restricted(self, tasks: tuple[str, ...]) -> Suite:
+        """This suite with only `tasks` labelled (MLM text stays): `--tasks pos,ner`."""
+        keep = {self.task(name).name for name in tasks}
+        if not keep - {"mlm"}:
+            raise BenchError(f"--tasks {','.join(tasks)!r} names no labelled task")
+        return dataclasses.replace(
+            self,
+            sources={n: s for n, s in self.sources.items() if n in keep or n == "mlm"},
+            extra_sources={lang: t for lang, t in self.extra_sources.items() if t in keep},
+        )
+
+    @property
+    def labelled_tasks(self) -> tuple[str, ...]:
+        return tuple(n for n in self.sources if TASKS.get(n).kind is not Kind.MLM)
+
+    @property
+    def has_mlm(self) -> bool:
+        return any(TASKS.get(n).kind is Kind.MLM for n in self.sources)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return (self.main_source, *self.extra_sources, *self.targets)
+
+
+SuiteFactory = Callable[[], Suite]
+SUITES: Registry[SuiteFactory] = Registry("suite")

@@ -1,0 +1,1 @@
+"""Methods; each module registers its `Method` on import (see README, "Add a method")."""

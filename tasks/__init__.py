@@ -1,0 +1,1 @@
+"""Task families and their data sources; each module registers what it defines on import."""

@@ -1,0 +1,19 @@
+import os
+
+# Tests never reach the Hugging Face hub: everything they load is on disk.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+import pytest
+
+from bench import plugins
+
+plugins.load_builtins()
+
+
+@pytest.fixture(scope="session")
+def demo():
+    from bench.suites import SUITES
+
+    return SUITES.get("demo")()

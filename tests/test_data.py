@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from bench.data import PairData, PairSampler, load_pair, sampling_probabilities
+from bench.heads import IGNORE
+from bench.runner import backbone_path
+from bench.settings import Pair
+
+
+@pytest.fixture(scope="module")
+def tokenizer(demo):
+    return AutoTokenizer.from_pretrained(backbone_path(demo.backbone))
+
+
+def test_only_the_first_sub_token_of_a_word_is_labelled(demo, tokenizer):
+    data = load_pair(demo.task("pos"), demo.main_source, "dev", tokenizer, max_length=128)
+    labels_of = demo.task("pos").labels
+    for i in range(20):
+        row = data.rows[i]
+        labels = [x for x in data.columns["labels"][i] if x != IGNORE]
+        assert [labels_of[x] for x in labels] == row["tags"]
+        assert data.columns["n_labelled"][i] == len(row["tokens"])
+
+
+def test_truncation_keeps_labels_aligned(demo, tokenizer):
+    data = load_pair(demo.task("ner"), demo.main_source, "dev", tokenizer, max_length=8)
+    labels_of = demo.task("ner").labels
+    for i in range(20):
+        kept = [labels_of[x] for x in data.columns["labels"][i] if x != IGNORE]
+        assert kept == data.rows[i]["tags"][: len(kept)]
+        assert len(data.columns["input_ids"][i]) <= 8
+
+
+def test_encodings_are_cached_and_invalidated_by_their_key(demo, tokenizer, tmp_path):
+    task = demo.task("nli")
+    first = load_pair(task, demo.main_source, "dev", tokenizer, max_length=32, cache_dir=tmp_path)
+    entries = sorted(p.name for p in tmp_path.iterdir())
+    assert len(entries) == 1
+    again = load_pair(task, demo.main_source, "dev", tokenizer, max_length=32, cache_dir=tmp_path)
+    assert again.columns == first.columns
+    assert sorted(p.name for p in tmp_path.iterdir()) == entries  # a hit writes nothing
+    load_pair(task, demo.main_source, "dev", tokenizer, max_length=48, cache_dir=tmp_path)
+    load_pair(task, demo.main_source, "dev", tokenizer, max_length=32, cap=10, cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_temperature_sampling_flattens_sizes():
+    sizes = {Pair("pos", "a"): 900, Pair("ner", "b"): 100}
+    assert sampling_probabilities(sizes, 1.0)[Pair("pos", "a")] == pytest.approx(0.9)
+    p5 = sampling_probabilities(sizes, 5.0)[Pair("pos", "a")]
+    expected = 0.9**0.2 / (0.9**0.2 + 0.1**0.2)
+    assert p5 == pytest.approx(expected)
+    assert sampling_probabilities(sizes, 1e6)[Pair("pos", "a")] == pytest.approx(0.5, abs=1e-4)
+
+
+def _fake(pair: Pair, n: int) -> PairData:
+    import datasets
+
+    rows = datasets.Dataset.from_dict({"x": list(range(n))})
+    return PairData(pair, None, rows, rows)
+
+
+def test_sampler_is_seeded_one_pair_per_batch_and_repeats_small_pairs():
+    data = {
+        Pair("pos", "a"): _fake(Pair("pos", "a"), 1000),
+        Pair("ner", "b"): _fake(Pair("ner", "b"), 5),
+    }
+    draws = [d for _, d in zip(range(400), PairSampler(data, 8, 5.0, seed=3), strict=False)]
+    again = [d for _, d in zip(range(400), PairSampler(data, 8, 5.0, seed=3), strict=False)]
+    assert draws == again
+    small = [idx for pair, idx in draws if pair == Pair("ner", "b")]
+    assert small and all(sorted(idx) == list(range(5)) for idx in small)  # whole pair, no repeats
+    share = len(small) / len(draws)
+    expected = sampling_probabilities({p: len(d) for p, d in data.items()}, 5.0)[Pair("ner", "b")]
+    assert abs(share - expected) < 0.06
+    big = np.concatenate([idx for pair, idx in draws if pair == Pair("pos", "a")][:100])
+    assert len(set(big.tolist())) == len(big)  # an epoch is a permutation: no repeats within it

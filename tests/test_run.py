@@ -1,0 +1,100 @@
+"""End to end: a real run of the runner, logged to a real MLflow sqlite store, read back."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from bench import runner
+from bench.cli import main
+
+TINY = {"max_steps": 30, "eval_every": 15, "batch_size": 16, "mlm_cap": 200}
+
+
+def tiny_run(tmp_path, method="dummy", setting="mixed", seed=0, **extra):
+    request = runner.Request(
+        method=method, setting=setting, seed=seed, output=tmp_path, progress=False,
+        train={**TINY, **extra.pop("train", {})}, **extra,
+    )  # fmt: skip
+    return runner.execute(runner.prepare(request))
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    code = main(
+        ["run", "--method", "dummy", "--setting", "mixed", "--output", str(out), "--no-progress"]
+        + [f"--set=train.{k}={v}" for k, v in TINY.items()]
+    )
+    assert code == 0
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["demo"], output_format="list")
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_run_logs_params_tags_and_status(logged):
+    assert logged.info.status == "FINISHED"
+    params = logged.data.params
+    assert (
+        params["method"] == "dummy" and params["setting"] == "mixed" and params["suite"] == "demo"
+    )
+    assert params["train.max_steps"] == "30" and params["method.lr"] == "0.0005"
+    assert logged.data.tags["method"] == "dummy"
+    assert "git.commit" in logged.data.tags
+
+
+def test_run_logs_a_metric_per_eval_pair_and_resources(logged, demo):
+    metrics = logged.data.metrics
+    for task in demo.labelled_tasks:
+        metric = "f1" if task == "ner" else "accuracy"
+        for language in demo.languages:
+            assert f"eval/{task}/{language}/{metric}" in metrics
+            assert f"reference/majority/{task}/{language}/{metric}" in metrics
+        assert f"eval/{task}/avg_target" in metrics
+    assert metrics["params/trainable"] > 0
+    assert metrics["params/total"] > metrics["params/trainable"]
+    for name in ("memory/peak_rss_mb", "time/train_s", "time/eval_s", "throughput/tokens_per_s"):
+        assert metrics[name] > 0
+    assert "train/all/loss" in metrics and "select/all/score" in metrics
+
+
+def test_results_artifact_holds_predictions_and_gold(logged, demo):
+    path = mlflow.artifacts.download_artifacts(
+        run_id=logged.info.run_id, artifact_path="results.json"
+    )
+    results = json.loads(Path(path).read_text())
+    assert results["run_id"] == logged.info.run_id
+    pairs = {(p["task"], p["language"]): p for p in results["pairs"]}
+    assert len(pairs) == len(demo.labelled_tasks) * len(demo.languages)
+    pos = pairs[("pos", demo.targets[0])]
+    assert len(pos["predictions"]) == len(pos["gold"]) == 500
+    assert all(len(p) == len(g) for p, g in zip(pos["predictions"], pos["gold"], strict=True))
+    nli = pairs[("nli", demo.main_source)]
+    assert set(nli["predictions"]) <= set(demo.task("nli").labels)
+    for name in ("config.json", "plan.json"):
+        mlflow.artifacts.download_artifacts(run_id=logged.info.run_id, artifact_path=name)
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    first = tiny_run(tmp_path / "a", method="full-ft", train={"max_steps": 12, "eval_every": 6})
+    second = tiny_run(tmp_path / "b", method="full-ft", train={"max_steps": 12, "eval_every": 6})
+    other = tiny_run(
+        tmp_path / "c", method="full-ft", seed=1, train={"max_steps": 12, "eval_every": 6}
+    )
+    scores = {k: v for k, v in first.metrics.items() if k.startswith(("eval/", "reference/"))}
+    assert scores == {k: second.metrics[k] for k in scores}
+    assert scores != {k: other.metrics[k] for k in scores}
+
+
+@pytest.mark.parametrize("setting", ["single-task", "multi-task", "few-shot"])
+def test_every_setting_runs(tmp_path, setting):
+    result = tiny_run(tmp_path, setting=setting, train={"shots": 4})
+    roles = {r.role for r in result.pairs}
+    assert roles == {"source", "target"}
+
+
+def test_mlm_pairs_train_when_the_method_uses_them(tmp_path):
+    result = tiny_run(tmp_path, method="full-ft", method_options={"mlm": True})
+    assert result.metrics["params/trainable"] == result.metrics["params/total"]
