@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.method import Output
+from bench.method import Backbone, MethodConfig, Model, Output
+from bench.settings import Pair
 from bench.task import Kind, Task
 
 IGNORE = -100  # label of positions that carry no loss (padding, non-first sub-tokens, unmasked)
@@ -53,3 +54,22 @@ class Heads(nn.Module):
         logits = self.classifiers[task](self.dropout(hidden))
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
         return Output(loss, logits)
+
+
+class EncoderWithHeads(Model):
+    """The usual model: the backbone's encoder, then a head per task. Methods that change what
+    trains (freezing, adapters injected into the backbone) prepare the backbone and build this."""
+
+    def __init__(self, backbone: Backbone, tasks: dict[str, Task], config: MethodConfig) -> None:
+        super().__init__()
+        self.encoder = backbone.encoder
+        mlm_head = backbone.mlm_head if config.mlm else None
+        self.heads = Heads(tasks, backbone.hidden_size, mlm_head=mlm_head)
+
+    def forward(self, batch: dict[str, torch.Tensor], pair: Pair) -> Output:
+        hidden = self.encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+        ).last_hidden_state
+        return self.heads(hidden, batch, pair.task)

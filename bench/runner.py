@@ -15,7 +15,13 @@ from typing import Any
 import torch
 import transformers
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from bench import backbone as demo_backbone
 from bench import plugins
@@ -135,6 +141,15 @@ def _load(suite: Suite, t, tokenizer, train: TrainConfig, cache: Path) -> PairDa
     )  # fmt: skip
 
 
+def load_backbone(spec: str, init: str) -> PreTrainedModel:
+    """The suite's masked-LM backbone; `init="random"` keeps its shape but not its weights (a
+    control: transfer that also appears on a random backbone is not due to pretraining)."""
+    path = backbone_path(spec)
+    if init == "random":
+        return AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(path))
+    return AutoModelForMaskedLM.from_pretrained(path)
+
+
 def _check_output(output: Path) -> None:
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -186,7 +201,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     tokens, trainable, total = 0, 0, 0
     for model_plan in prepared.plan.models:
         transformers.set_seed(request.seed)
-        model = _build(prepared, model_plan).to(prepared.device)
+        model = build_model(prepared, model_plan).to(prepared.device)
         collator = Collator(
             prepared.tokenizer, prepared.train.mlm_probability, request.seed, prepared.device
         )
@@ -235,13 +250,9 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     return RunResult(tracker.run_id, tracker.experiment_id, tracker.uri, pair_results, metrics)
 
 
-def _build(prepared: Prepared, model_plan: ModelPlan) -> Model:
+def build_model(prepared: Prepared, model_plan: ModelPlan) -> Model:
     suite, request = prepared.suite, prepared.request
-    path = backbone_path(suite.backbone)
-    if request.backbone_init == "random":  # same shape and tokenizer, untrained: a control
-        model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(path))
-    else:
-        model = AutoModelForMaskedLM.from_pretrained(path)
+    model = load_backbone(suite.backbone, request.backbone_init)
     backbone = Backbone(suite.backbone, model, prepared.tokenizer, request.backbone_init)
     names = list(model_plan.tasks) + (["mlm"] if prepared.method_config.mlm else [])
     tasks = {name: suite.task(name) for name in names}

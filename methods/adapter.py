@@ -1,0 +1,40 @@
+"""One shared bottleneck adapter (`adapters`' `seq_bn`) over a frozen encoder, a head per task.
+
+No language conditioning: the control for Hyper-X without its hypernetwork. The encoder, its
+LayerNorms and the MLM head stay frozen; the adapter and the task heads train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import adapters
+from adapters import SeqBnConfig
+
+from bench.config import option
+from bench.heads import EncoderWithHeads
+from bench.method import Backbone, Method, MethodConfig, Model, register
+from bench.settings import ModelPlan
+
+ADAPTER = "shared"
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterConfig(MethodConfig):
+    lr: float = option(1e-3, "peak learning rate of AdamW", gt=0)
+    bottleneck: int = option(64, "adapter bottleneck size (hidden size / reduction factor)", gt=0)
+
+
+@register
+class Adapter(Method):
+    name = "adapter"
+    description = "one shared bottleneck adapter (adapters seq_bn), frozen encoder, head per task"
+    Config = AdapterConfig
+
+    @classmethod
+    def build(cls, backbone: Backbone, plan: ModelPlan, tasks, config: AdapterConfig) -> Model:
+        adapters.init(backbone.model)
+        reduction = backbone.hidden_size / config.bottleneck
+        backbone.model.add_adapter(ADAPTER, config=SeqBnConfig(reduction_factor=reduction))
+        backbone.model.train_adapter(ADAPTER)  # freezes every other weight, activates the adapter
+        return EncoderWithHeads(backbone, tasks, config)
