@@ -46,14 +46,18 @@ class Suite:
         return Task(family, self.sources[family.name])
 
     def restricted(self, tasks: tuple[str, ...]) -> Suite:
-        """This suite with only `tasks` labelled (MLM text stays): `--tasks pos,ner`."""
+        """This suite with only `tasks` labelled (MLM text stays): `--tasks pos,ner`. An extra
+        source whose task is dropped has no labels left, so it is evaluated as a target."""
         keep = {self.task(name).name for name in tasks}
         if not keep - {"mlm"}:
             raise BenchError(f"--tasks {','.join(tasks)!r} names no labelled task")
+        extra = {lang: t for lang, t in self.extra_sources.items() if t in keep}
+        unlabelled = tuple(lang for lang in self.extra_sources if lang not in extra)
         return dataclasses.replace(
             self,
             sources={n: s for n, s in self.sources.items() if n in keep or n == "mlm"},
-            extra_sources={lang: t for lang, t in self.extra_sources.items() if t in keep},
+            extra_sources=extra,
+            targets=(*unlabelled, *self.targets),
         )
 
     @property

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--method", "nope"], "unknown method 'nope'; known: dummy, full-ft"),
+        (["--method", "nope"], "unknown method 'nope'; known: adapter, dummy, full-ft"),
         (["--method", "ful-ft"], "unknown method 'ful-ft' (did you mean 'full-ft'?)"),
         (["--method", "dummy", "--setting", "zero-shot"], "unknown setting 'zero-shot'"),
         (["--method", "dummy", "--suite", "demoo"], "unknown suite 'demoo' (did you mean 'demo'?)"),
@@ -47,7 +47,7 @@ def test_exit_code_from_the_command_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown method 'nope'; known: dummy, full-ft"
+        "error: unknown method 'nope'; known: adapter, dummy, full-ft"
     ]
 
 

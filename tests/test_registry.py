@@ -38,7 +38,7 @@ def test_alias_resolves_to_canonical_name():
 
 
 def test_builtins_are_registered():
-    assert {"full-ft", "dummy"} <= set(METHODS.names())
+    assert {"adapter", "full-ft", "dummy"} <= set(METHODS.names())
     assert set(TASKS.names()) == {"mlm", "ner", "nli", "pos"}
     assert set(SETTINGS.names()) == {"few-shot", "mixed", "multi-task", "single-task"}
     assert "demo" in SUITES

@@ -68,3 +68,13 @@ def test_plan_renders_every_pair(demo):
     for task in demo.labelled_tasks:
         assert evaluated.count(f"{task}:") == 2  # a source group and a target group
     assert "pos: qab qad qae qaf qag" in evaluated
+
+
+def test_restricting_tasks_keeps_every_language(demo):
+    pos_only = demo.restricted(("pos",))
+    assert pos_only.labelled_tasks == ("pos",)
+    assert set(pos_only.languages) == set(demo.languages)
+    plan = build(pos_only, "mixed")
+    (model,) = plan.models
+    assert {e.pair.task for e in model.eval} == {"pos"}
+    assert {e.pair.language for e in model.eval} == set(demo.languages)
