@@ -38,13 +38,18 @@ ARCHITECTURE = {
     "intermediate_size": 512,
     "max_position_embeddings": 128,
 }
-VOCAB_SIZE = 2000
+VOCAB_SIZE = 6000
 TOKENIZER_SENTENCES = 40_000  # per pretraining language
-SEQ_LEN, BATCH = 64, 64
+TOKENS_PER_STEP = 4096
+# (share of the steps, row length): short rows first, so attention finds its neighbours early
+# (on 64-token rows the model sat on the unigram plateau for thousands of steps; on 32-token rows
+# it left it within a few hundred), then long rows so that every position embedding is trained.
+LENGTH_SCHEDULE = ((0.7, 32), (0.3, 128))
 LR, BETAS, WEIGHT_DECAY, WARMUP = 1e-3, (0.9, 0.98), 0.01, 100
 MASK_RATE = 0.15
+PHASE_OFFSET = 10**8  # text stream distance between the phases' sentences
 HELDOUT_OFFSET = 10**9  # text stream position of the held-out sentences, far from training text
-HELDOUT_SEQUENCES = 128  # per language
+HELDOUT_ROWS, HELDOUT_LEN = 64, 128  # per language
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "build.json")
 
@@ -129,9 +134,9 @@ def train_tokenizer(sentences: list[str]) -> BertTokenizerFast:
 
 
 def packed_sequences(
-    tokenizer: BertTokenizerFast, language: str, n: int, *, offset: int = 0
+    tokenizer: BertTokenizerFast, language: str, n: int, *, length: int, offset: int = 0
 ) -> torch.Tensor:
-    """`n` rows of [CLS] + whole sentences, each closed by [SEP], padded to SEQ_LEN.
+    """`n` rows of [CLS] + whole sentences, each closed by [SEP], padded to `length`.
 
     Rows start at sentence starts, never mid-sentence, so that absolute positions say something
     about syntax: a foothold while attention is still learning to find neighbours (models on
@@ -145,9 +150,9 @@ def packed_sequences(
         sentences = world.text(language, chunk, offset=offset)
         offset += chunk
         for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]:
-            ids = [*ids[: SEQ_LEN - 2], tokenizer.sep_token_id]
-            if len(row) + len(ids) > SEQ_LEN:
-                rows.append(row + [tokenizer.pad_token_id] * (SEQ_LEN - len(row)))
+            ids = [*ids[: length - 2], tokenizer.sep_token_id]
+            if len(row) + len(ids) > length:
+                rows.append(row + [tokenizer.pad_token_id] * (length - len(row)))
                 row = [tokenizer.cls_token_id]
             row.extend(ids)
     return torch.tensor(rows[:n], dtype=torch.long)
@@ -193,7 +198,9 @@ def _bf16_supported() -> bool:
 def heldout_loss(model: BertForMaskedLM, tokenizer: BertTokenizerFast, language: str) -> float:
     """Mean MLM loss on held-out text with a fixed masking, comparable across builds."""
     model.eval()
-    ids = packed_sequences(tokenizer, language, HELDOUT_SEQUENCES, offset=HELDOUT_OFFSET)
+    ids = packed_sequences(
+        tokenizer, language, HELDOUT_ROWS, length=HELDOUT_LEN, offset=HELDOUT_OFFSET
+    )
     inputs, positions, labels = mask_tokens(ids, tokenizer, torch.Generator().manual_seed(1234))
     return mlm_loss(model, inputs, positions, labels).item()
 
@@ -215,11 +222,25 @@ def build_demo(
     text = [s for lang in languages for s in world.text(lang, TOKENIZER_SENTENCES)]
     tokenizer = train_tokenizer(text)
 
-    per_language = math.ceil(steps * BATCH / len(languages))
-    log(f"packing {per_language} sequences of {SEQ_LEN} tokens per language")
-    data = torch.cat([packed_sequences(tokenizer, lang, per_language) for lang in languages])
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(data), generator=generator)  # languages mixed within each batch
+    phases = []  # (first step, rows per batch, rows in the order they are used)
+    first = 0
+    for i, (share, length) in enumerate(LENGTH_SCHEDULE):
+        n_steps = steps - first if i == len(LENGTH_SCHEDULE) - 1 else round(share * steps)
+        rows_per_batch = TOKENS_PER_STEP // length
+        per_language = math.ceil(n_steps * rows_per_batch / len(languages))
+        log(f"packing {per_language} rows of {length} tokens per language")
+        data = torch.cat(
+            [
+                packed_sequences(
+                    tokenizer, lang, per_language, length=length, offset=i * PHASE_OFFSET
+                )
+                for lang in languages
+            ]
+        )
+        # one permutation mixes the languages within every batch
+        phases.append((first, rows_per_batch, data[torch.randperm(len(data), generator=generator)]))
+        first += n_steps
 
     config = BertConfig(
         vocab_size=len(tokenizer),
@@ -237,7 +258,8 @@ def build_demo(
     model.train()
     window, tick = 0.0, time.monotonic()
     for step in range(steps):
-        batch = data[order[step * BATCH : (step + 1) * BATCH]]
+        start, rows_per_batch, data = next(p for p in reversed(phases) if p[0] <= step)
+        batch = data[(step - start) * rows_per_batch : (step - start + 1) * rows_per_batch]
         inputs, positions, labels = mask_tokens(batch, tokenizer, generator)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = mlm_loss(model, inputs, positions, labels)
@@ -252,7 +274,7 @@ def build_demo(
             n = (step % 100) + 1
             log(
                 f"step {step + 1}/{steps} loss {window / n:.3f} "
-                f"{n * BATCH * SEQ_LEN / elapsed:.0f} tokens/s"
+                f"{n * TOKENS_PER_STEP / elapsed:.0f} tokens/s (with padding)"
             )
             window, tick = 0.0, time.monotonic()
 
@@ -271,10 +293,10 @@ def build_demo(
         "pretrain_languages": list(languages),
         "mlm_loss_heldout": losses,
         "mlm_loss_uniform": round(math.log(len(tokenizer)), 4),
-        "tokens_seen": steps * BATCH * SEQ_LEN,
+        "tokens_seen": steps * TOKENS_PER_STEP,
         "training": {
-            "batch": BATCH,
-            "seq_len": SEQ_LEN,
+            "tokens_per_step": TOKENS_PER_STEP,
+            "length_schedule": [list(phase) for phase in LENGTH_SCHEDULE],
             "lr": LR,
             "betas": list(BETAS),
             "weight_decay": WEIGHT_DECAY,
