@@ -145,9 +145,14 @@ def load_backbone(spec: str, init: str) -> PreTrainedModel:
     """The suite's masked-LM backbone; `init="random"` keeps its shape but not its weights (a
     control: transfer that also appears on a random backbone is not due to pretraining)."""
     path = backbone_path(spec)
+    config = AutoConfig.from_pretrained(path)
+    # SDPA cannot do relative position embeddings (the demo backbone's): name the attention that
+    # can, rather than rely on transformers' fallback and its warning
+    relative = getattr(config, "position_embedding_type", "absolute") != "absolute"
+    attention = {"attn_implementation": "eager"} if relative else {}
     if init == "random":
-        return AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(path))
-    return AutoModelForMaskedLM.from_pretrained(path)
+        return AutoModelForMaskedLM.from_config(config, **attention)
+    return AutoModelForMaskedLM.from_pretrained(path, **attention)
 
 
 def _check_output(output: Path) -> None:

@@ -60,7 +60,29 @@ def render(table: dict[str, dict[str, list[float]]], *, suite: Suite, command: s
         label = f"{language} {suite.language_names.get(language, '')}".strip()
         note = suite.language_notes.get(language, "")
         lines.append(f"| {label} | {note} | " + " | ".join(cells) + f" | {gain:+.1f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *_reading(table, suite.main_source)]) + "\n"
+
+
+def _reading(table: dict[str, dict[str, list[float]]], source: str) -> list[str]:
+    """One computed sentence per finding, so that the report never says more than its table."""
+    mean = {c: {lang: statistics.fmean(v) for lang, v in table[c].items()} for c in table}
+    targets = [lang for lang in mean["pretrained"] if lang != source]
+
+    def listed(languages: list[str], against: str) -> str:
+        cells = [
+            f"{lang} ({mean['pretrained'][lang] - mean[against][lang]:+.1f})" for lang in languages
+        ]
+        return ", ".join(cells) or "none"
+
+    transfer = [lang for lang in targets if mean["pretrained"][lang] - mean["random"][lang] >= 5]
+    lexical = [lang for lang in targets if mean["pretrained"][lang] <= mean["lookup"][lang]]
+    return [
+        "Pretraining adds 5 points or more over the random backbone on: "
+        f"{listed(transfer, 'random')}.",
+        "",
+        f"Not above the word lookup (no transfer beyond shared word forms): "
+        f"{listed(lexical, 'lookup')}.",
+    ]
 
 
 def _cell(values: list[float]) -> str:

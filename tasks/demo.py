@@ -73,7 +73,11 @@ def demo_suite() -> Suite:
         train=TrainConfig(),
         language_names={code: p.name for code, p in profiles.items()},
         language_notes={
-            code: f"{p.role}; {p.relation}; {'in' if p.in_pretraining else 'not in'} pretraining"
+            code: "; ".join(
+                dict.fromkeys(  # the main source's role and relation are the same words
+                    (p.role, p.relation, f"{'in' if p.in_pretraining else 'not in'} pretraining")
+                )
+            )
             for code, p in profiles.items()
         },
     )

@@ -9,9 +9,10 @@ the targets range from a close relative the demo backbone was pretrained on to a
 
 The lexicons and grammars are fixed (part of the world's definition, versioned by WORLD_VERSION);
 the `seed` of `world()` only chooses which sentences are drawn, so the committed demo backbone stays
-valid for every seed. Labels follow from the grammar: POS from the word classes, BIO entities from
-the names, NLI labels from the propositions (premise and hypothesis are read as describing the same
-event, as in SNLI).
+valid for every seed. Nouns fall into semantic fields that verbs and adjectives select, so words
+co-occur alike in every language (what lets pretraining align them). Labels follow from the
+grammar: POS from the word classes, BIO entities from the names, NLI labels from the propositions
+(see the NLI section for the reading and for how label cues are kept out of the surface).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ WORLD_VERSION = 1
 _LEXICON_SEED = 1729  # fixed: the languages are part of the benchmark, not of a run
 
 TAGGED_SIZES = {"train": 2000, "dev": 300, "test": 500}
-NLI_SIZES = {"train": 3000, "dev": 300, "test": 500}
+# NLI train is large because the task is compositional: on 3,000 pairs the demo backbone
+# memorised the split (train loss 0.24, test accuracy 46%). With 20,000, single-task full
+# fine-tuning (600 steps of 32) reaches 62% on qaa's test split (majority 33%).
+NLI_SIZES = {"train": 20_000, "dev": 300, "test": 500}
 _TEXT_BLOCK = 1000  # text() draws blocks of this many sentences, each from its own seed
 
 LANGUAGES: tuple[str, ...] = ("qaa", "qab", "qac", "qad", "qae", "qaf", "qag")
@@ -645,6 +649,9 @@ def _sentence(r: Callable[[], float]) -> tuple[list[tuple], list[int]]:
 # (definite) object, so another agent, the opposite action, another count, place or day contradicts.
 # Modifiers are intersective, so a positive sentence entails its versions with fewer modifiers and
 # a negated one entails its versions with more: the same length difference points either way.
+# Modifier sets are crisp (a contradiction keeps the hypothesis's details and changes one value; a
+# neutral premise leaves exactly one detail open): with random extra details on top, the cues
+# overlapped so much that a small encoder stayed near chance for hundreds of steps.
 ENTAILMENT, NEUTRAL, CONTRADICTION = range(3)
 ADJ_MOD, NUMBER_MOD, LOCATION_MOD, TIME_MOD, MANNER_MOD = range(5)
 _NEGATION_RATE = 0.3  # of hypotheses and of premises, for every label
@@ -718,18 +725,18 @@ def _nli_item(r: Callable[[], float]) -> tuple[tuple, tuple, int, tuple | None, 
         p_neg, p_mods = True, _some(r, h_mods, 0.6)
     elif label == CONTRADICTION:  # same event, one attribute changed
         p_neg = False
-        p_core, p_values, changed = _change_one(r, core, values, h_mods)
-        p_mods = {m for m in h_mods if m == changed or r() < 0.8} | _some(r, unused, 0.35)
+        p_core, p_values = _change_one(r, core, values, h_mods)
+        p_mods = set(h_mods)  # the same details: only the changed value tells
     else:
         p_neg = r() < _NEGATION_RATE
         if p_neg:  # the premise denies a more specific event than the hypothesis asserts
-            feasible, p_mods = bool(unused), _some(r, h_mods, 0.8) | _some(r, unused, 0.35)
+            feasible, p_mods = bool(unused), h_mods | _some(r, unused, 0.35)
             if feasible and not p_mods - h_mods:
                 p_mods.add(unused[int(r() * len(unused))])
         else:  # the premise leaves one of the hypothesis's details open
             feasible = bool(h_mods)
             drop = sorted(h_mods)[int(r() * len(h_mods))] if h_mods else -1
-            p_mods = {m for m in h_mods if m != drop and r() < 0.8} | _some(r, unused, 0.5)
+            p_mods = h_mods - {drop}
         if not feasible or r() < _NEW_FACT_RATE:  # or: a new fact about the agent, another object
             p_verb = _other(r, lambda: _transitive_verb(r), verb, _ANTONYM.get(verb))
             other = _other(r, lambda: _noun(r, "thing", p_verb % N_FIELDS), noun)
@@ -762,21 +769,19 @@ def _change_one(r: Callable[[], float], core: tuple, values: list, h_mods: set[i
         options.append("time")
     change = options[int(r() * len(options))]
     values = list(values)
-    changed = -1
     if change == "agent":
         agent = _nli_agent_like(r, agent)
     elif change == "verb":
         verb = _ANTONYM[verb]
     elif change == "number":
-        values[1], changed = _other(r, lambda: int(2 + r() * 9), values[1]), NUMBER_MOD
+        values[1] = _other(r, lambda: int(2 + r() * 9), values[1])
     elif change == "location":
         adp, (_, loc, head) = values[2]
         new = _other(r, lambda: _pick(_CUM["loc"], r()), loc)
-        values[2], changed = (adp, (LOC, new, head)), LOCATION_MOD
+        values[2] = (adp, (LOC, new, head))
     else:
         values[3] = values[3] ^ 1 if tense == PAST else 7 - values[3]  # the other past/future day
-        changed = TIME_MOD
-    return (agent, verb, tense, noun, plural), values, changed
+    return (agent, verb, tense, noun, plural), values
 
 
 def _nli_agent_like(r: Callable[[], float], agent: tuple) -> tuple:
