@@ -1,4 +1,4 @@
-"""`python -m bench`: run, plan, list, backbone."""
+"""`python -m bench`: run, plan, list, params, backbone, transfer."""
 
 from __future__ import annotations
 
@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--output", type=Path, default=None, help="folder (default: backbones/demo)")
     actions.add_parser("check", help="verify the shipped demo backbone's checksum")
+
+    params = commands.add_parser(
+        "params", help="trainable and total parameters of a method on a backbone's shape"
+    )
+    params.add_argument("--method", required=True, help="method name (see `list`)")
+    params.add_argument(
+        "--backbone-shape", default="mbert-base",
+        help="mbert-base (default), demo, or a model folder (only its config.json is read)",
+    )  # fmt: skip
+    params.add_argument("--languages", type=int, default=17, help="languages (default: 17)")
+    params.add_argument("--tasks", type=int, default=2, help="labelled tasks, 1-3 (default: 2)")
 
     transfer = commands.add_parser(
         "transfer", help="pretrained vs random backbone on zero-shot POS: reports/demo/transfer.md"
@@ -211,6 +222,16 @@ def cmd_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    from bench import params, plugins
+
+    plugins.load_builtins()
+    groups = params.count(args.method, args.backbone_shape, args.languages, args.tasks)
+    shape, languages, tasks = args.backbone_shape, args.languages, args.tasks
+    print(params.render(groups, method=args.method, shape=shape, languages=languages, tasks=tasks))
+    return 0
+
+
 def cmd_transfer(args: argparse.Namespace) -> int:
     from bench import plugins, transfer
     from bench.suites import SUITES
@@ -238,4 +259,5 @@ COMMANDS = {
     "list": cmd_list,
     "backbone": cmd_backbone,
     "transfer": cmd_transfer,
+    "params": cmd_params,
 }

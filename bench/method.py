@@ -94,6 +94,11 @@ class Method(abc.ABC):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
 
     @classmethod
+    def check(cls, plan: ModelPlan, config: MethodConfig) -> None:
+        """Raise BenchError if this method cannot run `plan` (called before any run exists)."""
+        return None
+
+    @classmethod
     @abc.abstractmethod
     def build(
         cls, backbone: Backbone, plan: ModelPlan, tasks: dict[str, Task], config: MethodConfig

@@ -92,9 +92,12 @@ def prepare(request: Request) -> Prepared:
         suite = suite.restricted(request.tasks)
     setting = SETTINGS.get(request.setting)
     method = METHODS.get(request.method)
-    method_config = method.Config().with_values(request.method_options)
+    defaults = suite.method_options.get(method.name, {})
+    method_config = method.Config().with_values({**defaults, **request.method_options})
     train = suite.train.with_values(request.train)
     plan = setting.build(suite, request.seed, train)
+    for model_plan in plan.models:
+        method.check(model_plan, method_config)
     _check_output(request.output)
     tokenizer = AutoTokenizer.from_pretrained(backbone_path(suite.backbone))
     cache = request.output / "cache"

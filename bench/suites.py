@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from bench.config import TrainConfig
 from bench.errors import BenchError
@@ -26,6 +27,9 @@ class Suite:
     extra_sources: Mapping[str, str]  # language -> the one task it has labels for
     targets: tuple[str, ...]
     train: TrainConfig  # this suite's default budget
+    # method name -> option defaults this suite changes (sizes for a small backbone); they show
+    # in the resolved config of every run, and --set overrides them
+    method_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     language_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
     language_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # for reports
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--method", "nope"], "unknown method 'nope'; known: adapter, dummy, full-ft"),
+        (["--method", "nope"], "unknown method 'nope'; known: adapter, dummy, full-ft, hyperx,"),
         (["--method", "ful-ft"], "unknown method 'ful-ft' (did you mean 'full-ft'?)"),
         (["--method", "dummy", "--setting", "zero-shot"], "unknown setting 'zero-shot'"),
         (["--method", "dummy", "--suite", "demoo"], "unknown suite 'demoo' (did you mean 'demo'?)"),
@@ -47,14 +47,26 @@ def test_exit_code_from_the_command_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown method 'nope'; known: adapter, dummy, full-ft"
+        "error: unknown method 'nope'; known: adapter, dummy, full-ft, hyperx, hyperx-small"
     ]
 
 
 def test_list_is_generated_from_the_registries(capsys):
     assert main(["list", "--options"]) == 0
     out = capsys.readouterr().out
-    for name in ("full-ft", "dummy", "pos", "ner", "nli", "mlm", "mixed", "few-shot", "demo"):
+    for name in (
+        "hyperx",
+        "hyperx-small",
+        "full-ft",
+        "dummy",
+        "pos",
+        "ner",
+        "nli",
+        "mlm",
+        "mixed",
+        "few-shot",
+        "demo",
+    ):
         assert name in out
     assert "train.max_steps=" in out and "method.lr=" in out
 

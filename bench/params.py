@@ -1,0 +1,120 @@
+"""`python -m bench params`: what a method trains, on a backbone built from its config alone.
+
+The backbone and the method's model are built on PyTorch's "meta" device: shapes without
+storage, so an mBERT-sized count needs no weights, no download and next to no memory. The plan is
+a stand-in for the paper's mixed setting: the first language has labels for every task, every
+language has MLM text, every pair is evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, PretrainedConfig
+
+from bench import backbone as demo_backbone
+from bench.errors import BenchError
+from bench.method import METHODS, Backbone
+from bench.settings import EvalPair, ModelPlan, Pair, TrainPair
+from bench.task import TASKS, Task
+
+# bert-base-multilingual-cased
+SHAPES = {
+    "mbert-base": {
+        "vocab_size": 119547,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+    }
+}
+# label counts of the paper's data: WikiANN BIO (PER, ORG, LOC), UD's 17 UPOS tags, 3 NLI labels
+LABELS = {"ner": 7, "pos": 17, "nli": 3, "mlm": 0}
+LABELLED_TASKS = ("ner", "pos", "nli")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Labels:
+    """A stand-in data source: label names only (counting needs no data)."""
+
+    count: int
+
+    def labels(self) -> tuple[str, ...]:
+        return tuple(f"label{i}" for i in range(self.count))
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    name: str
+    trainable: int
+    total: int
+
+
+def backbone_config(shape: str) -> PretrainedConfig:
+    if shape in SHAPES:
+        return BertConfig(**SHAPES[shape])
+    path = demo_backbone.DEMO_DIR if shape == "demo" else Path(shape)
+    if not (path / "config.json").is_file():
+        valid = ", ".join([*SHAPES, "demo", "a model folder with config.json"])
+        raise BenchError(f"--backbone-shape {shape!r} is invalid; valid: {valid}")
+    return AutoConfig.from_pretrained(path)
+
+
+def stand_in_plan(languages: int, tasks: int) -> tuple[ModelPlan, tuple[str, ...]]:
+    if not 1 <= tasks <= len(LABELLED_TASKS):
+        raise BenchError(f"--tasks {tasks} is invalid: must be 1 to {len(LABELLED_TASKS)}")
+    if languages < 1:
+        raise BenchError(f"--languages {languages} is invalid: must be >= 1")
+    codes = [f"l{i:02d}" for i in range(languages)]
+    names = LABELLED_TASKS[:tasks]
+    plan = ModelPlan(
+        name="params",
+        train=tuple(TrainPair(Pair(t, codes[0]), "train") for t in names),
+        mlm=tuple(TrainPair(Pair("mlm", c), "train") for c in codes),
+        selection=(),
+        eval=tuple(EvalPair(Pair(t, c), "test", "target") for t in names for c in codes),
+    )
+    return plan, names
+
+
+def count(method_name: str, shape: str, languages: int, tasks: int) -> list[Group]:
+    """Trainable and total parameters per part of the method's model (tied weights once)."""
+    method = METHODS.get(method_name)
+    config = method.Config()
+    plan, names = stand_in_plan(languages, tasks)
+    task_names = [*names, *(["mlm"] if config.mlm else [])]
+    task_objects = {n: Task(TASKS.get(n), _Labels(LABELS[n])) for n in task_names}
+    with torch.device("meta"):
+        model = AutoModelForMaskedLM.from_config(backbone_config(shape))
+        backbone = Backbone(shape, model, tokenizer=None, init="random")
+        built = method.build(backbone, plan, task_objects, config)
+    groups: dict[str, list[int]] = {}
+    for name, parameter in built.named_parameters():  # a shared tensor is yielded once
+        part = name.split(".")[0]
+        if "LayerNorm" in name or "layer_norm" in name:
+            part += " LayerNorms"
+        counts = groups.setdefault(part, [0, 0])
+        counts[0] += parameter.numel() if parameter.requires_grad else 0
+        counts[1] += parameter.numel()
+    return [Group(name, trainable, total) for name, (trainable, total) in groups.items()]
+
+
+def render(groups: list[Group], *, method: str, shape: str, languages: int, tasks: int) -> str:
+    rows = [(g.name, g.trainable, g.total) for g in groups]
+    rows.append(("all", sum(g.trainable for g in groups), sum(g.total for g in groups)))
+    width = max(len(name) for name, _, _ in rows)
+    lines = [
+        f"{method} on {shape} ({languages} languages, {tasks} labelled tasks)",
+        f"{'part'.ljust(width)}  {'trainable':>24}  {'total':>24}",
+    ]
+    for name, trainable, total in rows:
+        lines.append(f"{name.ljust(width)}  {_millions(trainable):>24}  {_millions(total):>24}")
+    return "\n".join(lines)
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f} M ({n:,})" if n >= 10_000 else f"{n:,}"

@@ -1,0 +1,226 @@
+"""Hyper-X (Üstün et al., EMNLP 2022): one hypernetwork writes every layer's adapter.
+
+A task, a language and a layer embedding (learned, N(0, 1)) are concatenated into a source
+embedding, projected (Linear, ReLU, Linear) to `source_dim`, and read by linear generators that
+output the adapter's down and up projections with their biases and the gain and bias of a
+LayerNorm on the adapter's output (generator weights N(0, 0.01), biases zero). The adapter sits
+in every layer's output sub-layer, after the FFN's dense and dropout and before the residual
+LayerNorm: `x + LN_generated(up(relu(down(x))))`. It is attached with a forward hook on that
+dropout module of the real `transformers` layer; no modeling code is copied.
+
+Trained: the hypernetwork, the encoder's LayerNorms and the task heads. Frozen: every other
+encoder weight and the whole pretrained MLM head, whose decoder is tied to the frozen word
+embeddings (pitfall 1 of the reference code: an untied copy trained 92 M extra parameters).
+
+Each batch holds one (task, language) pair, so weights are generated once per batch for all
+layers at once; at evaluation `prepare_eval` generates them once per pair. A pair never trained
+on is served by composing its task and language embeddings; a language with neither labelled
+data nor MLM text would get an untrained embedding and is refused unless the user opts in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bench.config import option
+from bench.errors import BenchError
+from bench.heads import Heads
+from bench.method import Backbone, Method, MethodConfig, Model, Output, register
+from bench.settings import ModelPlan, Pair
+from bench.task import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperXConfig(MethodConfig):
+    lr: float = option(1e-4, "peak learning rate of AdamW (reference: 1e-4)", gt=0)
+    mlm: bool = option(True, "train on the plan's MLM languages: how targets get an embedding")
+    embedding_dim: int = option(64, "size of the task, language and layer embeddings", gt=0)
+    source_dim: int = option(192, "d_s: size of the projected source embedding", gt=0)
+    bottleneck: int = option(256, "adapter bottleneck size", gt=0)
+    untrained_languages: bool = option(
+        False, "evaluate languages with neither labels nor MLM text (untrained embedding)"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperXSmallConfig(HyperXConfig):
+    source_dim: int = option(32, "d_s: size of the projected source embedding", gt=0)
+
+
+class HyperNetwork(nn.Module):
+    """(task, language) -> every layer's adapter weights, stacked along a leading layer axis."""
+
+    def __init__(
+        self,
+        tasks: list[str],
+        languages: list[str],
+        layers: int,
+        hidden_size: int,
+        config: HyperXConfig,
+    ) -> None:
+        super().__init__()
+        self.task_index = {name: i for i, name in enumerate(tasks)}
+        self.language_index = {name: i for i, name in enumerate(languages)}
+        e, b, h = config.embedding_dim, config.bottleneck, hidden_size
+        self.task_embedding = nn.Embedding(len(tasks), e)
+        self.language_embedding = nn.Embedding(len(languages), e)
+        self.layer_embedding = nn.Embedding(layers, e)
+        self.projector = nn.Sequential(
+            nn.Linear(3 * e, 3 * e), nn.ReLU(), nn.Linear(3 * e, config.source_dim)
+        )
+        self.shapes = {
+            "down": (b, h),
+            "down_bias": (b,),
+            "up": (h, b),
+            "up_bias": (h,),
+            "gain": (h,),
+            "bias": (h,),
+        }
+        self.generators = nn.ModuleDict(
+            {
+                name: nn.Linear(config.source_dim, math.prod(shape))
+                for name, shape in self.shapes.items()
+            }
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for table in (self.task_embedding, self.language_embedding, self.layer_embedding):
+            nn.init.normal_(table.weight, 0.0, 1.0)
+        for generator in self.generators.values():
+            nn.init.normal_(generator.weight, 0.0, 0.01)
+            nn.init.zeros_(generator.bias)
+
+    def forward(self, pair: Pair) -> dict[str, torch.Tensor]:
+        layers = self.layer_embedding.weight
+        n = layers.shape[0]
+        task = self.task_embedding.weight[self.task_index[pair.task]]
+        language = self.language_embedding.weight[self.language_index[pair.language]]
+        source = torch.cat([task.expand(n, -1), language.expand(n, -1), layers], dim=-1)
+        projected = self.projector(source)
+        return {
+            name: generator(projected).view(n, *self.shapes[name])
+            for name, generator in self.generators.items()
+        }
+
+
+def output_dropouts(encoder: nn.Module) -> list[nn.Module]:
+    """Each layer's FFN output dropout (BERT-style encoders: `encoder.layer[i].output.dropout`)."""
+    try:
+        return [layer.output.dropout for layer in encoder.encoder.layer]
+    except AttributeError:
+        kind = type(encoder).__name__
+        raise BenchError(
+            f"Hyper-X needs a BERT-style encoder (encoder.layer[i].output.dropout); {kind} has none"
+        ) from None
+
+
+class HyperXModel(Model):
+    def __init__(
+        self, backbone: Backbone, plan: ModelPlan, tasks: dict[str, Task], config: HyperXConfig
+    ) -> None:
+        super().__init__()
+        self.encoder = backbone.encoder
+        backbone.model.requires_grad_(False)  # the encoder and the MLM head with its tied decoder
+        for module in self.encoder.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.requires_grad_(True)
+        mlm_head = backbone.mlm_head if config.mlm else None
+        self.heads = Heads(tasks, backbone.hidden_size, mlm_head=mlm_head)
+        dropouts = output_dropouts(self.encoder)
+        languages = sorted({p.language for p in _pairs(plan, config)})
+        self.hypernetwork = HyperNetwork(
+            list(tasks), languages, len(dropouts), backbone.hidden_size, config
+        )
+        self._weights: dict[str, torch.Tensor] | None = None
+        self._cached: tuple[Pair, dict[str, torch.Tensor]] | None = None
+        for index, dropout in enumerate(dropouts):
+            dropout.register_forward_hook(self._adapter(index))
+
+    def _adapter(self, index: int):
+        def hook(module: nn.Module, inputs: tuple, x: torch.Tensor) -> torch.Tensor:
+            w = self._weights
+            if w is None:
+                raise RuntimeError("Hyper-X adapter ran outside HyperXModel.forward")
+            z = F.relu(F.linear(x, w["down"][index], w["down_bias"][index]))
+            z = F.linear(z, w["up"][index], w["up_bias"][index])
+            return x + F.layer_norm(z, z.shape[-1:], w["gain"][index], w["bias"][index])
+
+        return hook
+
+    def generate(self, pair: Pair) -> dict[str, torch.Tensor]:
+        """Every layer's adapter weights for `pair` (what the hooks use)."""
+        return self.hypernetwork(pair)
+
+    def prepare_eval(self, pair: Pair) -> None:
+        with torch.no_grad():
+            self._cached = (pair, self.generate(pair))
+
+    def train(self, mode: bool = True) -> HyperXModel:
+        if mode:
+            self._cached = None  # training changes the hypernetwork: cached weights go stale
+        return super().train(mode)
+
+    def forward(self, batch: dict[str, torch.Tensor], pair: Pair) -> Output:
+        if not self.training and self._cached is not None and self._cached[0] == pair:
+            self._weights = self._cached[1]
+        else:
+            self._weights = self.generate(pair)
+        try:
+            hidden = self.encoder(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"],
+            ).last_hidden_state
+        finally:
+            self._weights = None
+        return self.heads(hidden, batch, pair.task)
+
+
+def _pairs(plan: ModelPlan, config: HyperXConfig) -> list[Pair]:
+    return [
+        *(t.pair for t in plan.train),
+        *(t.pair for t in plan.mlm if config.mlm),
+        *(e.pair for e in plan.eval),
+    ]
+
+
+@register
+class HyperX(Method):
+    name = "hyperx"
+    description = "Hyper-X: a hypernetwork generates every layer's adapter from task+language"
+    Config = HyperXConfig
+
+    @classmethod
+    def check(cls, plan: ModelPlan, config: HyperXConfig) -> None:
+        if config.untrained_languages:
+            return
+        trained = {t.pair.language for t in plan.train}
+        if config.mlm:
+            trained |= {t.pair.language for t in plan.mlm}
+        untrained = sorted({e.pair.language for e in plan.eval} - trained)
+        if untrained:
+            why = "" if config.mlm else " (method.mlm is off)"
+            raise BenchError(
+                f"Hyper-X cannot evaluate {', '.join(untrained)}: no labelled data and no MLM "
+                f"text{why}, so the language embedding would be untrained; give the language "
+                "MLM text, or set method.untrained_languages=true to evaluate it anyway"
+            )
+
+    @classmethod
+    def build(
+        cls, backbone: Backbone, plan: ModelPlan, tasks: dict[str, Task], config: HyperXConfig
+    ) -> Model:
+        return HyperXModel(backbone, plan, tasks, config)
+
+
+@register
+class HyperXSmall(HyperX):
+    name = "hyperx-small"
+    description = "Hyper-X small: d_s = 32"
+    Config = HyperXSmallConfig

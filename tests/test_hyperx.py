@@ -1,0 +1,127 @@
+"""Hyper-X: parameter counts against the paper's, what trains, generated and cached weights."""
+
+import pytest
+import torch
+
+from bench import params, runner
+from bench.cli import main
+from bench.data import Collator
+from bench.settings import Pair
+
+SMALL = {"bottleneck": 16, "source_dim": 16, "embedding_dim": 8}
+
+
+@pytest.mark.parametrize(("method", "millions"), [("hyperx", 76.46), ("hyperx-small", 13.11)])
+def test_hypernetwork_size_on_mbert_matches_the_reference(method, millions, capsys):
+    groups = {g.name: g for g in params.count(method, "mbert-base", 17, 2)}
+    assert abs(groups["hypernetwork"].trainable / 1e6 - millions) < 0.01
+    assert groups["encoder"].trainable == 0  # frozen
+    assert groups["encoder LayerNorms"].trainable == 25 * 2 * 768  # embeddings + 2 per layer
+    assert groups["heads"].trainable == (7 + 17) * 769  # WikiANN NER and UD POS heads
+    # the MLM head (and its decoder, tied to the frozen word embeddings) stays frozen
+    assert groups["heads LayerNorms"].trainable == 0
+    assert main(["params", "--method", method, "--backbone-shape", "mbert-base"]) == 0
+    out = capsys.readouterr().out
+    assert "hypernetwork" in out and f"{millions:.2f} M" in out
+    assert "encoder LayerNorms" in out
+
+
+def test_params_refuses_an_unknown_shape(capsys):
+    assert main(["params", "--method", "hyperx", "--backbone-shape", "mbert-huge"]) == 2
+    err = capsys.readouterr().err
+    assert "mbert-huge" in err and "mbert-base" in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    request = runner.Request(
+        method="hyperx", setting="mixed", output=tmp_path_factory.mktemp("runs"), progress=False,
+        train={"max_steps": 2, "eval_every": 2, "mlm_cap": 200, "train_cap": 200},
+        method_options=SMALL,
+    )  # fmt: skip
+    return runner.prepare(request)
+
+
+@pytest.fixture
+def model(prepared):
+    torch.manual_seed(0)
+    return runner.build_model(prepared, prepared.plan.models[0])
+
+
+def _batch(prepared, pair, split="train", n=8):
+    data = prepared.data[(pair, split)]
+    collator = Collator(prepared.tokenizer, 0.15, 0, torch.device("cpu"))
+    return collator(data.examples(list(range(n))), data.kind)
+
+
+def test_one_step_trains_only_the_hypernetwork_layernorms_and_heads(prepared, model):
+    frozen = {
+        name: p.detach().clone()
+        for name, p in model.encoder.named_parameters()
+        if not p.requires_grad
+    }
+    assert frozen and not any("LayerNorm" in name for name in frozen)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+    pair = Pair("pos", prepared.suite.main_source)
+    model.train()
+    model(_batch(prepared, pair), pair).loss.backward()
+    for name, parameter in model.hypernetwork.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    optimizer.step()
+    for name, parameter in model.encoder.named_parameters():
+        if name in frozen:
+            assert torch.equal(parameter, frozen[name]), name
+
+
+def test_languages_get_different_adapters(prepared, model):
+    a = model.generate(Pair("pos", "qaa"))
+    b = model.generate(Pair("pos", "qad"))
+    assert a.keys() == b.keys()
+    assert all(not torch.equal(a[k], b[k]) for k in ("down", "up", "gain"))
+
+
+def test_cached_eval_weights_equal_fresh_ones(prepared, model):
+    pair = Pair("ner", "qad")  # a target: never labelled, composed from its embeddings
+    batch = _batch(prepared, pair, split="test")
+    model.eval()
+    with torch.no_grad():
+        fresh = model.generate(pair)
+        uncached = model(batch, pair).logits
+        model.prepare_eval(pair)
+        cached_pair, cached = model._cached
+        assert cached_pair == pair
+        assert all(torch.equal(cached[k], fresh[k]) for k in fresh)
+        assert torch.equal(model(batch, pair).logits, uncached)
+    model.train()
+    assert model._cached is None  # training makes cached weights stale
+
+
+def test_unseen_pairs_are_evaluated(prepared):
+    result = runner.execute(prepared)
+    scored = {(r.task, r.language) for r in result.pairs}
+    demo = prepared.suite
+    # unseen languages (only MLM text) and unseen task-language combinations alike
+    assert ("pos", "qad") in scored and ("nli", "qag") in scored
+    assert ("pos", "qab") in scored  # qab has NER labels only
+    assert ("ner", "qac") in scored  # qac has POS labels only
+    assert len(scored) == len(demo.labelled_tasks) * len(demo.languages)
+
+
+def test_a_language_without_labels_or_text_is_refused(tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["run", "--method", "hyperx", "--output", str(out), "--set", "method.mlm=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "qad" in err and "method.untrained_languages=true" in err
+    assert not (out / "mlflow.db").exists()
+
+
+def test_opting_in_evaluates_untrained_languages(tmp_path):
+    request = runner.Request(
+        method="hyperx", setting="mixed", output=tmp_path, progress=False,
+        method_options={**SMALL, "mlm": False, "untrained_languages": True},
+        train={"max_steps": 1},
+    )  # fmt: skip
+    prepared = runner.prepare(request)  # no error: the user opted in
+    assert prepared.method_config.untrained_languages
