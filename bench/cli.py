@@ -1,4 +1,4 @@
-"""`python -m bench`: run, plan, list, params, backbone, transfer."""
+"""`python -m bench`: run, plan, list, compare, params, perf, backbone, transfer."""
 
 from __future__ import annotations
 
@@ -76,6 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     params.add_argument("--languages", type=int, default=17, help="languages (default: 17)")
     params.add_argument("--tasks", type=int, default=2, help="labelled tasks, 1-3 (default: 2)")
+
+    compare = commands.add_parser(
+        "compare", help="methods x settings x seeds on a suite, one table under reports/"
+    )
+    compare.add_argument("--methods", required=True, help="comma-separated method names")
+    compare.add_argument("--settings", default="mixed", help="comma-separated (default: mixed)")
+    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+    compare.add_argument("--suite", default="demo", help="suite name (default: demo)")
+    compare.add_argument("--max-steps", type=int, help="override the suite's training steps")
+    compare.add_argument("--output", type=Path, default=Path("bench-runs"))
+    compare.add_argument(
+        "--report",
+        type=Path,
+        help="where to write (default: reports/<suite>/compare-<settings>.md)",
+    )
+
+    perf = commands.add_parser(
+        "perf", help="Hyper-X step time against a static adapter: reports/perf.md"
+    )
+    perf.add_argument("--repeats", type=int, default=3, help="timed steps per case (default: 3)")
+    perf.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    perf.add_argument("--quick", action="store_true", help="skip the paper's 32 x 256 batch")
+    perf.add_argument("--report", type=Path, help="where to write (default: reports/perf.md)")
 
     transfer = commands.add_parser(
         "transfer", help="pretrained vs random backbone on zero-shot POS: reports/demo/transfer.md"
@@ -232,25 +255,76 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench import compare, plugins
+
+    plugins.load_builtins()
+    _positive(seeds=args.seeds)
+    methods = [m for m in args.methods.split(",") if m]
+    settings = [s for s in args.settings.split(",") if s]
+    train = {} if args.max_steps is None else {"max_steps": args.max_steps}
+    cells = compare.run_grid(
+        methods, settings, args.seeds, suite=args.suite, output=args.output, train=train
+    )
+    command = f"python -m bench compare --methods {','.join(methods)}"
+    command += f" --settings {','.join(settings)} --seeds {args.seeds}"
+    if args.suite != "demo":
+        command += f" --suite {args.suite}"
+    if args.max_steps is not None:
+        command += f" --max-steps {args.max_steps}"
+    text = compare.render(cells, suite=args.suite, command=command)
+    default = compare.REPORTS / args.suite / f"compare-{'-'.join(settings)}.md"
+    return _write_report(text, args.report or default)
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench import perf, plugins
+
+    plugins.load_builtins()
+    _positive(repeats=args.repeats, threads=args.threads)
+    torch.set_num_threads(args.threads)
+    cases = [c for c in perf.CASES if not (args.quick and c.batch * c.length > 8 * 128)]
+    timings = []
+    for case in cases:
+        print(f"timing {case.shape}, batch {case.batch} x {case.length} ...", flush=True)
+        timings.append(perf.measure(case, repeats=args.repeats))
+    command = "python -m bench perf" + (" --quick" if args.quick else "")
+    for flag, default in (("repeats", 3), ("threads", 2)):
+        if getattr(args, flag) != default:
+            command += f" --{flag} {getattr(args, flag)}"
+    text = perf.render(timings, command=command, threads=args.threads, repeats=args.repeats)
+    return _write_report(text, args.report or perf.REPORT)
+
+
 def cmd_transfer(args: argparse.Namespace) -> int:
     from bench import plugins, transfer
     from bench.suites import SUITES
 
     plugins.load_builtins()
-    if args.seeds < 1:
-        raise BenchError(f"--seeds {args.seeds} is invalid: must be >= 1")
+    _positive(seeds=args.seeds)
     train = {} if args.max_steps is None else {"max_steps": args.max_steps}
     table = transfer.measure(args.output, seeds=tuple(range(args.seeds)), train=train)
     command = "python -m bench transfer" + (f" --seeds {args.seeds}" if args.seeds != 3 else "")
     if args.max_steps is not None:
         command += f" --max-steps {args.max_steps}"
     text = transfer.render(table, suite=SUITES.get("demo")(), command=command)
-    path = args.report or transfer.REPORT
+    return _write_report(text, args.report or transfer.REPORT)
+
+
+def _write_report(text: str, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(text)
     print(f"written to {path}")
     return 0
+
+
+def _positive(**flags: int) -> None:
+    for name, value in flags.items():
+        if value < 1:
+            raise BenchError(f"--{name} {value} is invalid: must be >= 1")
 
 
 COMMANDS = {
@@ -260,4 +334,6 @@ COMMANDS = {
     "backbone": cmd_backbone,
     "transfer": cmd_transfer,
     "params": cmd_params,
+    "perf": cmd_perf,
+    "compare": cmd_compare,
 }

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, Pretraine
 from bench import backbone as demo_backbone
 from bench.errors import BenchError
 from bench.method import METHODS, Backbone
+from bench.runner import attention
 from bench.settings import EvalPair, ModelPlan, Pair, TrainPair
 from bench.task import TASKS, Task
 
@@ -89,7 +90,8 @@ def count(method_name: str, shape: str, languages: int, tasks: int) -> list[Grou
     task_names = [*names, *(["mlm"] if config.mlm else [])]
     task_objects = {n: Task(TASKS.get(n), _Labels(LABELS[n])) for n in task_names}
     with torch.device("meta"):
-        model = AutoModelForMaskedLM.from_config(backbone_config(shape))
+        shape_config = backbone_config(shape)
+        model = AutoModelForMaskedLM.from_config(shape_config, **attention(shape_config))
         backbone = Backbone(shape, model, tokenizer=None, init="random")
         built = method.build(backbone, plan, task_objects, config)
     groups: dict[str, list[int]] = {}

@@ -52,6 +52,54 @@ class HyperXSmallConfig(HyperXConfig):
     source_dim: int = option(32, "d_s: size of the projected source embedding", gt=0)
 
 
+class _Generate(torch.autograd.Function):
+    """`source @ weight + bias`, whose weight gradient is written into a buffer kept across steps.
+
+    The generators hold almost all of Hyper-X's parameters (76 M on mBERT) but see a handful of
+    rows per batch, so their gradient is a thin GEMM whose cost is memory: allocating a fresh
+    150 MB gradient each step (PyTorch's default) cost 4x the GEMM itself in page faults
+    (measured on CPU, mBERT shape: 0.21 s against 0.02 s per generator).
+    """
+
+    @staticmethod
+    def forward(ctx, source, weight, bias, owner):
+        ctx.save_for_backward(source, weight)
+        ctx.owner = owner
+        return torch.addmm(bias, source, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        source, weight = ctx.saved_tensors
+        if ctx.needs_input_grad[1]:
+            if weight.grad is None:  # after zero_grad(set_to_none=True): overwrite the buffer
+                buffer = ctx.owner.grad_buffer(weight)
+                torch.mm(source.t(), grad, out=buffer)
+                weight.grad = buffer
+            else:
+                weight.grad.addmm_(source.t(), grad)
+        grad_source = grad.mm(weight.t()) if ctx.needs_input_grad[0] else None
+        grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_source, None, grad_bias, None
+
+
+class Generator(nn.Module):
+    """A linear map from the source embedding to one generated tensor, flattened."""
+
+    def __init__(self, source_dim: int, size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(source_dim, size))  # (in, out): see _Generate
+        self.bias = nn.Parameter(torch.empty(size))
+        self._grad_buffer: torch.Tensor | None = None
+
+    def grad_buffer(self, weight: torch.Tensor) -> torch.Tensor:
+        if self._grad_buffer is None or self._grad_buffer.device != weight.device:
+            self._grad_buffer = torch.empty_like(weight)
+        return self._grad_buffer
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        return _Generate.apply(source, self.weight, self.bias, self)
+
+
 class HyperNetwork(nn.Module):
     """(task, language) -> every layer's adapter weights, stacked along a leading layer axis."""
 
@@ -83,7 +131,7 @@ class HyperNetwork(nn.Module):
         }
         self.generators = nn.ModuleDict(
             {
-                name: nn.Linear(config.source_dim, math.prod(shape))
+                name: Generator(config.source_dim, math.prod(shape))
                 for name, shape in self.shapes.items()
             }
         )

@@ -1,0 +1,109 @@
+"""`python -m bench compare`: a grid of methods x settings x seeds on one suite, one table.
+
+Every run is a normal run (one MLflow run each), executed in a fresh process: peak memory is a
+per-process high-water mark, so runs sharing a process would inherit each other's peaks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import statistics
+from pathlib import Path
+
+from bench import runner
+
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    method: str
+    setting: str
+    runs: tuple[dict[str, float], ...]  # metrics of each seed's run
+    run_ids: tuple[str, ...]
+
+    def values(self, key: str) -> list[float]:
+        return [m[key] for m in self.runs if m.get(key) is not None]
+
+
+def _execute(request: runner.Request) -> tuple[str, dict[str, float]]:
+    result = runner.execute(runner.prepare(request))
+    return result.run_id, result.metrics
+
+
+def run_grid(
+    methods: list[str], settings: list[str], seeds: int, *, suite: str, output: Path, train: dict
+) -> list[Cell]:
+    requests = {
+        (method, setting): [
+            runner.Request(
+                method=method,
+                setting=setting,
+                suite=suite,
+                seed=seed,
+                output=output,
+                train=train,
+                progress=False,
+            )
+            for seed in range(seeds)
+        ]
+        for method in methods
+        for setting in settings
+    }
+    for batch in requests.values():  # every name and value checked before the first run
+        runner.prepare(batch[0])
+    cells = []
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1, maxtasksperchild=1) as pool:
+        for (method, setting), batch in requests.items():
+            results = [pool.apply(_execute, (request,)) for request in batch]
+            cells.append(
+                Cell(
+                    method,
+                    setting,
+                    runs=tuple(m for _, m in results),
+                    run_ids=tuple(i for i, _ in results),
+                )
+            )
+    return cells
+
+
+def render(cells: list[Cell], *, suite: str, command: str) -> str:
+    keys = {k for c in cells for m in c.runs for k in m}
+    tasks = sorted(k.split("/")[1] for k in keys if k.startswith("eval/") and k.count("/") == 2)
+    header = ["method", "setting", *[f"{t} (avg target)" for t in tasks]]
+    header += ["trainable params", "peak RSS MB", "train s"]
+    lines = [
+        f"# Methods compared on the {suite} suite",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        "Average target score per task (zero-shot pairs; entity F1 for NER, accuracy otherwise),",
+        "mean ± standard deviation over seeds; one MLflow run per seed.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for c in cells:
+        row = [f"`{c.method}`", c.setting]
+        row += [_mean_sd(c.values(f"eval/{t}/avg_target")) for t in tasks]
+        row += [f"{int(statistics.fmean(c.values('params/trainable'))):,}"]
+        row += [f"{statistics.fmean(c.values('memory/peak_rss_mb')):,.0f}"]
+        row += [f"{statistics.fmean(c.values('time/train_s')):.1f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    for setting in dict.fromkeys(c.setting for c in cells):  # fitted on the setting's sources
+        first = next(c for c in cells if c.setting == setting).runs[0]
+        for name in ("majority", "lookup"):
+            values = [first.get(f"reference/{name}/{t}/avg_target") for t in tasks]
+            texts = ["-" if v is None else f"{v:.1f}" for v in values]
+            lines.append(f"| reference: {name} | {setting} | " + " | ".join(texts) + " | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"

@@ -1,0 +1,190 @@
+"""`python -m bench perf`: Hyper-X's step time against a static adapter of the same size.
+
+Both models are built in one process from the same randomly initialised backbone (mBERT's shape,
+or the demo backbone's) and timed on the same batch, alternately, so that drift on a shared
+machine hits both alike. A train step is forward, backward and the runner's optimizer step; an
+eval step is a forward pass with no gradient, after `prepare_eval` (Hyper-X generates its weights
+once per pair there). The static adapter is `adapters`' `seq_bn` with the same bottleneck, placed
+in the same sub-layer, and trains the encoder's LayerNorms as Hyper-X does.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForMaskedLM
+
+from bench.method import METHODS, Backbone, Model
+from bench.params import LABELS, _Labels, backbone_config, stand_in_plan
+from bench.runner import attention, make_optimizer
+from bench.settings import Pair
+from bench.task import TASKS, Task
+
+REPORT = Path(__file__).resolve().parent.parent / "reports" / "perf.md"
+TASK = "pos"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    shape: str
+    batch: int
+    length: int
+    bottleneck: int  # the reference's 256 on mBERT; the demo suite's 64 on the demo backbone
+
+
+@dataclasses.dataclass
+class Timing:
+    case: Case
+    train: dict[str, list[float]]  # method -> seconds per step
+    eval: dict[str, list[float]]
+    parts: dict[str, float]  # Hyper-X train step, median seconds: generation, optimizer, rest
+
+    def ratio(self, kind: str) -> float:
+        times = getattr(self, kind)
+        return statistics.median(times["hyperx"]) / statistics.median(times["adapter"])
+
+
+def _models(case: Case) -> dict[str, Model]:
+    torch.manual_seed(0)
+    shape_config = backbone_config(case.shape)
+    encoder = AutoModelForMaskedLM.from_config(shape_config, **attention(shape_config))
+    plan, _ = stand_in_plan(1, 1)
+    tasks = {TASK: Task(TASKS.get(TASK), _Labels(LABELS[TASK]))}
+    models = {}
+    for name in ("hyperx", "adapter"):
+        method = METHODS.get(name)
+        config = method.Config().with_values({"bottleneck": case.bottleneck, "mlm": False})
+        backbone = Backbone(case.shape, copy.deepcopy(encoder), tokenizer=None, init="random")
+        models[name] = method.build(backbone, plan, tasks, config)
+    # like for like: the static adapter also trains the encoder's LayerNorms, as Hyper-X does
+    # (`adapters` would freeze them, and the embeddings' one alone spares a backward through
+    # the first layer's attention), so that the ratio is the cost of generating the weights
+    for module in models["adapter"].encoder.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.requires_grad_(True)
+    return models
+
+
+def _batch(case: Case, vocab: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    shape = (case.batch, case.length)
+    return {
+        "input_ids": torch.randint(5, vocab, shape, generator=generator),
+        "attention_mask": torch.ones(shape, dtype=torch.long),
+        "token_type_ids": torch.zeros(shape, dtype=torch.long),
+        "labels": torch.randint(0, LABELS[TASK], shape, generator=generator),
+    }
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(case: Case, *, repeats: int = 5) -> Timing:
+    models = _models(case)
+    vocab = next(iter(models.values())).encoder.config.vocab_size
+    batch, pair = _batch(case, vocab), Pair(TASK, "l00")
+    optimizers = {
+        name: make_optimizer(m.trainable_parameters(), METHODS.get(name).Config())
+        for name, m in models.items()
+    }
+    train: dict[str, list[float]] = {name: [] for name in models}
+    evals: dict[str, list[float]] = {name: [] for name in models}
+    parts: dict[str, list[float]] = {"generation": [], "optimizer": []}
+
+    def train_step(name: str) -> None:
+        model, optimizer = models[name], optimizers[name]
+        model.train()
+        model(batch, pair).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def eval_step(name: str) -> None:
+        with torch.no_grad():
+            models[name](batch, pair)
+
+    hyperx = models["hyperx"]
+    for round_ in range(repeats + 1):  # round 0 warms up (allocations, optimizer state)
+        for name in models:
+            seconds = _seconds(lambda name=name: train_step(name))
+            if round_:
+                train[name].append(seconds)
+        for name, model in models.items():
+            model.eval()
+            model.prepare_eval(pair)
+            seconds = _seconds(lambda name=name: eval_step(name))
+            if round_:
+                evals[name].append(seconds)
+        if round_:
+            hyperx.train()
+            parts["generation"].append(_seconds(lambda: hyperx.generate(pair)))
+            hyperx(batch, pair).loss.backward()
+            parts["optimizer"].append(_seconds(optimizers["hyperx"].step))
+            optimizers["hyperx"].zero_grad(set_to_none=True)
+    medians = {k: statistics.median(v) for k, v in parts.items()}
+    medians["encoder, heads, backward"] = (
+        statistics.median(train["hyperx"]) - medians["generation"] - medians["optimizer"]
+    )
+    return Timing(case, train, evals, medians)
+
+
+CASES = (
+    Case("mbert-base", 8, 128, 256),
+    Case("mbert-base", 32, 256, 256),  # the paper's batch and length
+    Case("demo", 32, 64, 64),  # the demo suite's batch, length and bottleneck
+)
+GOALS = {
+    ("train", 8, 128): 1.10,
+    ("train", 32, 256): 1.03,
+    ("eval", 8, 128): 1.03,
+    ("eval", 32, 256): 1.03,
+}
+
+
+def render(timings: list[Timing], *, command: str, threads: int, repeats: int) -> str:
+    lines = [
+        "# Hyper-X step time against a static adapter of the same size",
+        "",
+        f"Regenerate: `{command}` (CPU, {threads} threads, median of {repeats} steps after one",
+        "warm-up; both models alternate on the same batch in one process).",
+        "",
+        "Static adapter: `adapters` `seq_bn` with Hyper-X's bottleneck, in the same sub-layer,",
+        "training the encoder's LayerNorms as Hyper-X does. Backbones have random weights.",
+        "Ratio = Hyper-X / static; goals from the Hyper-X issue.",
+        "",
+        "| backbone | bottleneck | batch | step | Hyper-X s | static s | ratio "
+        "| spread (min-max, Hyper-X) | goal |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in timings:
+        c = t.case
+        for kind in ("train", "eval"):
+            times = getattr(t, kind)
+            goal = GOALS.get((kind, c.batch, c.length)) if c.shape == "mbert-base" else None
+            met = ""
+            if goal is not None:
+                met = f"<= {goal:.2f} ({'met' if t.ratio(kind) <= goal else 'NOT met'})"
+            lines.append(
+                f"| {c.shape} | {c.bottleneck} | {c.batch} x {c.length} | {kind} "
+                f"| {statistics.median(times['hyperx']):.3f} "
+                f"| {statistics.median(times['adapter']):.3f} | {t.ratio(kind):.3f} "
+                f"| {min(times['hyperx']):.3f}-{max(times['hyperx']):.3f} | {met} |"
+            )
+    lines += ["", "Where a Hyper-X train step goes (median seconds):", ""]
+    lines += ["| backbone | batch | generation | optimizer | encoder, heads, backward |"]
+    lines += ["|---|---|---|---|---|"]
+    for t in timings:
+        p = t.parts
+        lines.append(
+            f"| {t.case.shape} | {t.case.batch} x {t.case.length} | {p['generation']:.4f} "
+            f"| {p['optimizer']:.4f} | {p['encoder, heads, backward']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,39 @@
+"""`bench compare` runs a grid in fresh processes and tabulates it; `bench perf` times Hyper-X."""
+
+import math
+
+import mlflow
+
+from bench import perf
+from bench.cli import main
+
+
+def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
+    report, out = tmp_path / "compare.md", tmp_path / "runs"
+    args = ["compare", "--methods", "dummy", "--settings", "multi-task,mixed", "--seeds", "2"]
+    args += ["--max-steps", "2", "--output", str(out), "--report", str(report)]
+    assert main(args) == 0
+    text = report.read_text()
+    assert "python -m bench compare --methods dummy --settings multi-task,mixed --seeds 2" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `dummy`")]
+    assert [row.split(" | ")[1] for row in rows] == ["multi-task", "mixed"]
+    assert all("±" in row for row in rows)  # two seeds: mean ± sd
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    assert len(mlflow.search_runs(experiment_names=["demo"])) == 4
+
+
+def test_compare_refuses_an_unknown_method_before_running(tmp_path, capsys):
+    args = ["compare", "--methods", "dummy,nope", "--output", str(tmp_path / "runs")]
+    assert main(args) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "mlflow.db").exists()
+
+
+def test_perf_times_hyperx_and_the_static_adapter_side_by_side():
+    timing = perf.measure(perf.Case("demo", 2, 16, 8), repeats=1)
+    for kind in ("train", "eval"):
+        assert set(getattr(timing, kind)) == {"hyperx", "adapter"}
+        assert math.isfinite(timing.ratio(kind)) and timing.ratio(kind) > 0
+    assert set(timing.parts) == {"generation", "optimizer", "encoder, heads, backward"}
+    text = perf.render([timing], command="python -m bench perf", threads=2, repeats=1)
+    assert "| demo | 8 | 2 x 16 | train |" in text and "| demo | 8 | 2 x 16 | eval |" in text
