@@ -17,3 +17,12 @@ def demo():
     from bench.suites import SUITES
 
     return SUITES.get("demo")()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_tracking_uri_from_other_modules():
+    # mlflow.set_tracking_uri (used to read runs back) also sets MLFLOW_TRACKING_URI, which every
+    # later run would follow (resolve_uri honours it, as it should for users)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -2,7 +2,7 @@
 
 import math
 
-import mlflow
+from mlflow.tracking import MlflowClient
 
 from bench import perf
 from bench.cli import main
@@ -18,8 +18,9 @@ def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.startswith("| `dummy`")]
     assert [row.split(" | ")[1] for row in rows] == ["multi-task", "mixed"]
     assert all("±" in row for row in rows)  # two seeds: mean ± sd
-    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
-    assert len(mlflow.search_runs(experiment_names=["demo"])) == 4
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("demo")
+    assert len(client.search_runs([experiment.experiment_id])) == 4
 
 
 def test_compare_refuses_an_unknown_method_before_running(tmp_path, capsys):
