@@ -27,6 +27,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="only these labelled tasks, comma-separated (default: all)")
 
 
+def _plugin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin", action="append", type=Path, default=[], metavar="FILE.py",
+        help="load a module that registers methods (repeatable)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -49,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="any option, e.g. method.weight_decay=0.01 or train.batch_size=16 (`list --options`)",
     )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _plugin(run)
 
     plan = commands.add_parser("plan", help="print the Plan of a suite and setting")
     _common(plan)
@@ -56,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="methods, tasks, settings and suites")
     listing.add_argument("--options", action="store_true", help="also list every option")
+    _plugin(listing)
 
     backbone = commands.add_parser("backbone", help="build or check the demo backbone")
     actions = backbone.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -76,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     params.add_argument("--languages", type=int, default=17, help="languages (default: 17)")
     params.add_argument("--tasks", type=int, default=2, help="labelled tasks, 1-3 (default: 2)")
+    _plugin(params)
 
     compare = commands.add_parser(
         "compare", help="methods x settings x seeds on a suite, one table under reports/"
@@ -86,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--suite", default="demo", help="suite name (default: demo)")
     compare.add_argument("--max-steps", type=int, help="override the suite's training steps")
     compare.add_argument("--output", type=Path, default=Path("bench-runs"))
+    _plugin(compare)
     compare.add_argument(
         "--report",
         type=Path,
@@ -161,6 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         method=args.method, setting=args.setting, suite=args.suite, seed=args.seed,
         output=args.output, tracking_uri=args.tracking_uri, backbone_init=args.backbone_init,
         train=train, method_options=method, progress=not args.no_progress, tasks=_tasks(args),
+        plugins=tuple(args.plugin),
     )  # fmt: skip
     prepared = runner.prepare(request)
     result = runner.execute(prepared)
@@ -205,6 +217,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from bench.task import TASKS
 
     plugins.load_builtins()
+    plugins.load_files(args.plugin)
     sections = [
         ("methods", [(n, m.description) for n, m in METHODS.items()]),
         ("tasks", [(n, f"{t.kind} - {t.description}") for n, t in TASKS.items()]),
@@ -249,6 +262,7 @@ def cmd_params(args: argparse.Namespace) -> int:
     from bench import params, plugins
 
     plugins.load_builtins()
+    plugins.load_files(args.plugin)
     groups = params.count(args.method, args.backbone_shape, args.languages, args.tasks)
     shape, languages, tasks = args.backbone_shape, args.languages, args.tasks
     print(params.render(groups, method=args.method, shape=shape, languages=languages, tasks=tasks))
@@ -264,9 +278,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     settings = [s for s in args.settings.split(",") if s]
     train = {} if args.max_steps is None else {"max_steps": args.max_steps}
     cells = compare.run_grid(
-        methods, settings, args.seeds, suite=args.suite, output=args.output, train=train
-    )
-    command = f"python -m bench compare --methods {','.join(methods)}"
+        methods, settings, args.seeds, suite=args.suite, output=args.output, train=train,
+        plugins=tuple(args.plugin),
+    )  # fmt: skip
+    command = "python -m bench compare" + "".join(f" --plugin {p}" for p in args.plugin)
+    command += f" --methods {','.join(methods)}"
     command += f" --settings {','.join(settings)} --seeds {args.seeds}"
     if args.suite != "demo":
         command += f" --suite {args.suite}"

@@ -33,7 +33,14 @@ def _execute(request: runner.Request) -> tuple[str, dict[str, float]]:
 
 
 def run_grid(
-    methods: list[str], settings: list[str], seeds: int, *, suite: str, output: Path, train: dict
+    methods: list[str],
+    settings: list[str],
+    seeds: int,
+    *,
+    suite: str,
+    output: Path,
+    train: dict,
+    plugins: tuple[Path, ...] = (),
 ) -> list[Cell]:
     requests = {
         (method, setting): [
@@ -45,6 +52,7 @@ def run_grid(
                 output=output,
                 train=train,
                 progress=False,
+                plugins=plugins,  # loaded again in each run's fresh process
             )
             for seed in range(seeds)
         ]

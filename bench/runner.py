@@ -53,6 +53,7 @@ class Request:
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool = True
+    plugins: tuple[Path, ...] = ()  # modules outside the repository that register methods
 
 
 @dataclasses.dataclass
@@ -84,6 +85,7 @@ class RunResult:
 def prepare(request: Request) -> Prepared:
     started = time.perf_counter()
     plugins.load_builtins()
+    plugins.load_files(request.plugins)
     if request.backbone_init not in ("pretrained", "random"):
         raise BenchError(
             f"backbone init {request.backbone_init!r} is invalid; valid: pretrained, random"

@@ -5,6 +5,7 @@ import torch
 
 from bench import runner
 from bench.data import Collator
+from bench.errors import BenchError
 from bench.settings import Pair
 
 
@@ -67,3 +68,24 @@ def test_dummy_trains_only_its_heads(prepared):
     assert changed(before, model) <= {
         n for n, _ in model.named_parameters() if n.startswith("heads.")
     }
+
+
+def test_lora_trains_only_low_rank_updates_of_its_targets_and_heads(prepared):
+    p = prepared("lora", rank=4, targets="query,value")
+    model = runner.build_model(p, p.plan.models[0])
+    trainable = {n for n, param in model.named_parameters() if param.requires_grad}
+    lora = {n for n in trainable if ".lora_" in n}
+    assert lora and trainable - lora == {n for n in trainable if n.startswith("heads.classifiers.")}
+    assert all(".query." in n or ".value." in n for n in lora)
+    rank = next(param for n, param in model.named_parameters() if "lora_A" in n).shape[0]
+    assert rank == 4
+    before = snapshot(model)
+    one_step(p, model)
+    moved = changed(before, model)
+    assert moved and moved <= trainable
+
+
+def test_lora_refuses_targets_the_backbone_lacks(prepared):
+    p = prepared("lora", targets="nonexistent")
+    with pytest.raises(BenchError, match=r"method\.targets='nonexistent'"):
+        runner.build_model(p, p.plan.models[0])
