@@ -46,9 +46,8 @@ def test_exit_code_from_the_command_line(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: unknown method 'nope'; known: adapter, dummy, full-ft, hyperx, hyperx-small"
-    ]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: unknown method 'nope'; known: adapter, dummy, full-ft, hyperx,")
 
 
 def test_list_is_generated_from_the_registries(capsys):
