@@ -12,7 +12,13 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    BertConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from bench import backbone as demo_backbone
 from bench.errors import BenchError
@@ -65,6 +71,16 @@ def backbone_config(shape: str) -> PretrainedConfig:
     return AutoConfig.from_pretrained(path)
 
 
+def shaped_model(shape: str) -> PreTrainedModel:
+    """A masked-LM backbone of `shape` with fresh weights (on the current default device)."""
+    config = backbone_config(shape)
+    return AutoModelForMaskedLM.from_config(config, **attention(config))
+
+
+def stand_in_tasks(names: list[str] | tuple[str, ...]) -> dict[str, Task]:
+    return {n: Task(TASKS.get(n), _Labels(LABELS[n])) for n in names}
+
+
 def stand_in_plan(languages: int, tasks: int) -> tuple[ModelPlan, tuple[str, ...]]:
     if not 1 <= tasks <= len(LABELLED_TASKS):
         raise BenchError(f"--tasks {tasks} is invalid: must be 1 to {len(LABELLED_TASKS)}")
@@ -88,12 +104,9 @@ def count(method_name: str, shape: str, languages: int, tasks: int) -> list[Grou
     config = method.Config()
     plan, names = stand_in_plan(languages, tasks)
     task_names = [*names, *(["mlm"] if config.mlm else [])]
-    task_objects = {n: Task(TASKS.get(n), _Labels(LABELS[n])) for n in task_names}
     with torch.device("meta"):
-        shape_config = backbone_config(shape)
-        model = AutoModelForMaskedLM.from_config(shape_config, **attention(shape_config))
-        backbone = Backbone(shape, model, tokenizer=None, init="random")
-        built = method.build(backbone, plan, task_objects, config)
+        backbone = Backbone(shape, shaped_model(shape), tokenizer=None, init="random")
+        built = method.build(backbone, plan, stand_in_tasks(task_names), config)
     groups: dict[str, list[int]] = {}
     for name, parameter in built.named_parameters():  # a shared tensor is yielded once
         part = name.split(".")[0]

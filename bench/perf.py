@@ -18,13 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForMaskedLM
 
 from bench.method import METHODS, Backbone, Model
-from bench.params import LABELS, _Labels, backbone_config, stand_in_plan
-from bench.runner import attention, make_optimizer
+from bench.params import LABELS, shaped_model, stand_in_plan, stand_in_tasks
+from bench.runner import make_optimizer
 from bench.settings import Pair
-from bench.task import TASKS, Task
 
 REPORT = Path(__file__).resolve().parent.parent / "reports" / "perf.md"
 TASK = "pos"
@@ -52,10 +50,9 @@ class Timing:
 
 def _models(case: Case) -> dict[str, Model]:
     torch.manual_seed(0)
-    shape_config = backbone_config(case.shape)
-    encoder = AutoModelForMaskedLM.from_config(shape_config, **attention(shape_config))
+    encoder = shaped_model(case.shape)
     plan, _ = stand_in_plan(1, 1)
-    tasks = {TASK: Task(TASKS.get(TASK), _Labels(LABELS[TASK]))}
+    tasks = stand_in_tasks([TASK])
     models = {}
     for name in ("hyperx", "adapter"):
         method = METHODS.get(name)

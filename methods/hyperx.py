@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from bench.config import option
 from bench.errors import BenchError
-from bench.heads import Heads
+from bench.heads import EncoderWithHeads
 from bench.method import Backbone, Method, MethodConfig, Model, Output, register
 from bench.settings import ModelPlan, Pair
 from bench.task import Task
@@ -168,18 +168,15 @@ def output_dropouts(encoder: nn.Module) -> list[nn.Module]:
         ) from None
 
 
-class HyperXModel(Model):
+class HyperXModel(EncoderWithHeads):
     def __init__(
         self, backbone: Backbone, plan: ModelPlan, tasks: dict[str, Task], config: HyperXConfig
     ) -> None:
-        super().__init__()
-        self.encoder = backbone.encoder
         backbone.model.requires_grad_(False)  # the encoder and the MLM head with its tied decoder
-        for module in self.encoder.modules():
+        for module in backbone.encoder.modules():
             if isinstance(module, nn.LayerNorm):
                 module.requires_grad_(True)
-        mlm_head = backbone.mlm_head if config.mlm else None
-        self.heads = Heads(tasks, backbone.hidden_size, mlm_head=mlm_head)
+        super().__init__(backbone, tasks, config)
         dropouts = output_dropouts(self.encoder)
         languages = sorted({p.language for p in _pairs(plan, config)})
         self.hypernetwork = HyperNetwork(
@@ -220,14 +217,9 @@ class HyperXModel(Model):
         else:
             self._weights = self.generate(pair)
         try:
-            hidden = self.encoder(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"],
-            ).last_hidden_state
+            return super().forward(batch, pair)  # the encoder's hooks read self._weights
         finally:
             self._weights = None
-        return self.heads(hidden, batch, pair.task)
 
 
 def _pairs(plan: ModelPlan, config: HyperXConfig) -> list[Pair]:
