@@ -78,13 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     params = commands.add_parser(
         "params", help="trainable and total parameters of a method on a backbone's shape"
     )
-    params.add_argument("--method", required=True, help="method name (see `list`)")
+    params.add_argument(
+        "--method", required=True, help="method name (see `list`), or several, comma-separated"
+    )
     params.add_argument(
         "--backbone-shape", default="mbert-base",
         help="mbert-base (default), demo, or a model folder (only its config.json is read)",
     )  # fmt: skip
-    params.add_argument("--languages", type=int, default=17, help="languages (default: 17)")
+    params.add_argument(
+        "--languages", default="17", help="languages, or several counts: 10,50 (default: 17)"
+    )
     params.add_argument("--tasks", type=int, default=2, help="labelled tasks, 1-3 (default: 2)")
+    params.add_argument(
+        "--report", type=Path, default=None,
+        help="with several methods or counts, the table is written here "
+        "(default: reports/params-<shape>.md)",
+    )  # fmt: skip
     _plugin(params)
 
     compare = commands.add_parser(
@@ -186,6 +195,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"train {m['time/train_s']:.1f} s, {m['throughput/tokens_per_s']:,.0f} tokens/s; "
         f"peak RSS {m['memory/peak_rss_mb']:,.0f} MB"
     )
+    if m["stages/trained"] or m["stages/cached"]:
+        print(
+            f"stages before training: {m['stages/trained']} trained "
+            f"({m['time/stages_s']:.1f} s), {m['stages/cached']} from the cache; "
+            f"{m['params/stage_trained']:,} parameters trained in them"
+        )
     print(f"MLflow run {result.run_id} in {result.tracking_uri}")
     from bench.tracking import ui_hint
 
@@ -260,13 +275,38 @@ def cmd_backbone(args: argparse.Namespace) -> int:
 
 def cmd_params(args: argparse.Namespace) -> int:
     from bench import params, plugins
+    from bench.compare import REPORTS
 
     plugins.load_builtins()
     plugins.load_files(args.plugin)
-    groups = params.count(args.method, args.backbone_shape, args.languages, args.tasks)
-    shape, languages, tasks = args.backbone_shape, args.languages, args.tasks
-    print(params.render(groups, method=args.method, shape=shape, languages=languages, tasks=tasks))
-    return 0
+    methods = [m for m in args.method.split(",") if m]
+    languages = _counts(args.languages, "--languages")
+    shape, tasks = args.backbone_shape, args.tasks
+    if len(methods) == 1 and len(languages) == 1:
+        (method,), (count,) = methods, languages
+        groups = params.count(method, shape, count, tasks)
+        print(params.render(groups, method=method, shape=shape, languages=count, tasks=tasks))
+        return 0
+    trained = params.growth(methods, shape, languages, tasks)
+    command = (
+        f"python -m bench params --method {','.join(methods)} --backbone-shape {shape} "
+        f"--languages {','.join(map(str, languages))} --tasks {tasks}"
+    )
+    text = params.render_growth(
+        trained, shape=shape, languages=languages, tasks=tasks, command=command
+    )
+    return _write_report(text, args.report or REPORTS / f"params-{Path(shape).name}.md")
+
+
+def _counts(text: str, flag: str) -> list[int]:
+    """ "10,50" -> [10, 50]: positive, increasing."""
+    try:
+        counts = [int(item) for item in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 1 for n in counts) or counts != sorted(set(counts)):
+        raise BenchError(f"{flag} {text!r} is invalid: give increasing positive counts, e.g. 10,50")
+    return counts
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ class PairData:
     kind: Kind
     rows: datasets.Dataset
     encoded: datasets.Dataset  # input_ids, token_type_ids, labels (per token or one), n_labelled
+    fingerprint: str = ""  # changes whenever the encoded examples would (keys trained stages)
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -102,7 +103,7 @@ def load_pair(
             tmp = path.with_name(path.name + ".tmp")
             encoded.save_to_disk(str(tmp))
             tmp.rename(path)  # a crash mid-write never leaves a cache entry that looks complete
-    return PairData(Pair(task.name, language), task.kind, rows, encoded)
+    return PairData(Pair(task.name, language), task.kind, rows, encoded, digest)
 
 
 def encode(task: Task, dataset: datasets.Dataset, tokenizer, max_length: int) -> dict[str, list]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -17,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from bench.config import Config, option
 from bench.registry import Registry
-from bench.settings import ModelPlan, Pair
+from bench.settings import ModelPlan, Pair, TrainPair
 from bench.task import Task
 
 
@@ -27,6 +29,8 @@ class Backbone:
     model: PreTrainedModel  # a masked-LM model: `.bert` (or equivalent) encoder plus its MLM head
     tokenizer: PreTrainedTokenizerBase
     init: str  # "pretrained" or "random"
+    # stage name -> folder of what that stage trained (see `Stage`); empty when only counting
+    stages: Mapping[str, Path] = dataclasses.field(default_factory=dict)
 
     @property
     def hidden_size(self) -> int:
@@ -73,6 +77,21 @@ class Model(nn.Module, abc.ABC):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def part(self, name: str) -> str:
+        """The part of the model a parameter belongs to, for parameter counts: its top module,
+        with LayerNorms apart (methods that train only the LayerNorms of a part show it)."""
+        part = name.split(".")[0]
+        return f"{part} LayerNorms" if "LayerNorm" in name or "layer_norm" in name else part
+
+    def stage_of(self, name: str) -> str | None:
+        """The stage that trained this (now frozen) parameter before the model, if any."""
+        return None
+
+    def notes(self) -> dict[str, str]:
+        """Facts about how this model was built that a reader of the run must know (a fallback
+        taken, say); the runner logs them as run tags."""
+        return {}
+
     def save(self, path: str) -> None:
         """Save the trainable weights (the frozen ones come from the backbone)."""
         names = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -88,6 +107,26 @@ class Model(nn.Module, abc.ABC):
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """Something a method trains before its model and reuses across runs: MAD-X's language
+    adapters. The runner builds `build(backbone, tasks)` on a fresh backbone, trains it on
+    `pairs` for `steps`, lets `save` write it to a folder, and caches that folder under a key of
+    the backbone, the data, the budget and `key`; the method's `build` then finds the folder in
+    `backbone.stages[name]`. A stage is trained with the seed `seed`, not the run's: the same
+    stage serves every seed of a comparison."""
+
+    name: str
+    pairs: tuple[TrainPair, ...]
+    steps: int
+    lr: float
+    batch_size: int
+    seed: int
+    key: Mapping[str, Any]  # everything else that changes what the stage learns (its options)
+    build: Callable[[Backbone, dict[str, Task]], Model]
+    save: Callable[[Model, Path], None]
+
+
 class Method(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
@@ -97,6 +136,11 @@ class Method(abc.ABC):
     def check(cls, plan: ModelPlan, config: MethodConfig) -> None:
         """Raise BenchError if this method cannot run `plan` (called before any run exists)."""
         return None
+
+    @classmethod
+    def stages(cls, plan: ModelPlan, config: MethodConfig) -> tuple[Stage, ...]:
+        """What must be trained before `build` can make the model for `plan`: none by default."""
+        return ()
 
     @classmethod
     @abc.abstractmethod

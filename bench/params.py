@@ -57,7 +57,7 @@ class _Labels:
 @dataclasses.dataclass(frozen=True)
 class Group:
     name: str
-    trainable: int
+    trained: int  # trained by the run, or by a stage before it (MAD-X's language adapters)
     total: int
 
 
@@ -99,7 +99,7 @@ def stand_in_plan(languages: int, tasks: int) -> tuple[ModelPlan, tuple[str, ...
 
 
 def count(method_name: str, shape: str, languages: int, tasks: int) -> list[Group]:
-    """Trainable and total parameters per part of the method's model (tied weights once)."""
+    """Trained and total parameters per part of the method's model (tied weights once)."""
     method = METHODS.get(method_name)
     config = method.Config()
     plan, names = stand_in_plan(languages, tasks)
@@ -109,27 +109,67 @@ def count(method_name: str, shape: str, languages: int, tasks: int) -> list[Grou
         built = method.build(backbone, plan, stand_in_tasks(task_names), config)
     groups: dict[str, list[int]] = {}
     for name, parameter in built.named_parameters():  # a shared tensor is yielded once
-        part = name.split(".")[0]
-        if "LayerNorm" in name or "layer_norm" in name:
-            part += " LayerNorms"
-        counts = groups.setdefault(part, [0, 0])
-        counts[0] += parameter.numel() if parameter.requires_grad else 0
+        counts = groups.setdefault(built.part(name), [0, 0])
+        trained = parameter.requires_grad or built.stage_of(name) is not None
+        counts[0] += parameter.numel() if trained else 0
         counts[1] += parameter.numel()
-    return [Group(name, trainable, total) for name, (trainable, total) in groups.items()]
+    return [Group(name, trained, total) for name, (trained, total) in groups.items()]
 
 
 def render(groups: list[Group], *, method: str, shape: str, languages: int, tasks: int) -> str:
-    rows = [(g.name, g.trainable, g.total) for g in groups]
-    rows.append(("all", sum(g.trainable for g in groups), sum(g.total for g in groups)))
+    rows = [(g.name, g.trained, g.total) for g in groups]
+    rows.append(("all", sum(g.trained for g in groups), sum(g.total for g in groups)))
     width = max(len(name) for name, _, _ in rows)
     lines = [
         f"{method} on {shape} ({languages} languages, {tasks} labelled tasks)",
-        f"{'part'.ljust(width)}  {'trainable':>24}  {'total':>24}",
+        f"{'part'.ljust(width)}  {'trained':>24}  {'total':>24}",
     ]
-    for name, trainable, total in rows:
-        lines.append(f"{name.ljust(width)}  {_millions(trainable):>24}  {_millions(total):>24}")
+    for name, trained, total in rows:
+        lines.append(f"{name.ljust(width)}  {_millions(trained):>24}  {_millions(total):>24}")
     return "\n".join(lines)
 
 
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f} M ({n:,})" if n >= 10_000 else f"{n:,}"
+
+
+def growth(
+    methods: list[str], shape: str, languages: list[int], tasks: int
+) -> dict[str, list[int]]:
+    """Method -> trained parameters at each language count (one model built per count)."""
+    return {
+        method: [sum(g.trained for g in count(method, shape, n, tasks)) for n in languages]
+        for method in methods
+    }
+
+
+def render_growth(
+    trained: dict[str, list[int]], *, shape: str, languages: list[int], tasks: int, command: str
+) -> str:
+    """A markdown table of how each method's trained parameters grow with languages."""
+    first, last = languages[0], languages[-1]
+    header = [f"{n} languages" for n in languages]
+    lines = [
+        f"# Trained parameters as languages grow ({shape})",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        f"Backbone shape {shape}, {tasks} labelled tasks ({', '.join(LABELLED_TASKS[:tasks])}; "
+        "label counts of WikiANN, UD and XNLI). Every language has unlabelled text and is",
+        "evaluated, as in the paper's mixed setting. *Trained* counts what the run trains plus",
+        "what a method trains before it (MAD-X's language adapters, one per language); frozen",
+        "backbone weights are not counted. Built on PyTorch's meta device: shapes, no weights.",
+        "",
+        "| method | " + " | ".join(header) + " | per added language | growth |",
+        "|---|" + "---|" * (len(header) + 2),
+    ]
+    for method, counts in trained.items():
+        per = (counts[-1] - counts[0]) / (last - first) if last != first else 0.0
+        cells = [_millions(n) for n in counts]
+        ratio = f"x{counts[-1] / counts[0]:.2f}" if counts[0] else "-"
+        lines.append(f"| `{method}` | " + " | ".join(cells) + f" | {_per(per)} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def _per(n: float) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 10_000 else f"{n:,.0f}"

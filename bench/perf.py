@@ -90,7 +90,7 @@ def measure(case: Case, *, repeats: int = 5) -> Timing:
     vocab = next(iter(models.values())).encoder.config.vocab_size
     batch, pair = _batch(case, vocab), Pair(TASK, "l00")
     optimizers = {
-        name: make_optimizer(m.trainable_parameters(), METHODS.get(name).Config())
+        name: make_optimizer(m.trainable_parameters(), METHODS.get(name).Config().lr)
         for name, m in models.items()
     }
     train: dict[str, list[float]] = {name: [] for name in models}

@@ -7,8 +7,12 @@ checked in `prepare`, before any MLflow run exists; `execute` then trains and ev
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
 from bench.errors import BenchError, TrainingError
 from bench.evaluation import PairResult, evaluate, summarize
-from bench.method import METHODS, Backbone, Method, MethodConfig, Model, count_parameters
+from bench.method import METHODS, Backbone, Method, MethodConfig, Model, Stage, count_parameters
 from bench.references import References
 from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb
 from bench.settings import SETTINGS, ModelPlan, Pair, Plan
@@ -67,6 +71,7 @@ class Prepared:
     tokenizer: PreTrainedTokenizerBase
     data: dict[tuple[Pair, str], PairData]  # (pair, split) -> data
     references: dict[tuple[str, str], References]  # (model, task) -> fitted references
+    stages: dict[str, tuple[Stage, ...]]  # model name -> what the method trains before it
     started: float  # perf_counter() when preparation began: the run's wall time counts from it
     device: torch.device = dataclasses.field(
         default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -101,6 +106,7 @@ def prepare(request: Request) -> Prepared:
     plan = setting.build(suite, request.seed, train)
     for model_plan in plan.models:
         method.check(model_plan, method_config)
+    stages = {m.name: method.stages(m, method_config) for m in plan.models}
     _check_output(request.output)
     tokenizer = AutoTokenizer.from_pretrained(backbone_path(suite.backbone))
     cache = request.output / "cache"
@@ -108,6 +114,7 @@ def prepare(request: Request) -> Prepared:
     references = {}
     for model in plan.models:
         pairs = [*model.train, *(model.mlm if method_config.mlm else ())]
+        pairs += [t for stage in stages[model.name] for t in stage.pairs]
         for t in pairs:
             data.setdefault((t.pair, t.split), _load(suite, t, tokenizer, train, cache))
         for e in (*model.selection, *model.eval):
@@ -125,8 +132,9 @@ def prepare(request: Request) -> Prepared:
             ]
             references[(model.name, task)] = References(suite.task(task), rows)
     return Prepared(
-        request, suite, method, method_config, train, plan, tokenizer, data, references, started
-    )
+        request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
+        started,
+    )  # fmt: skip
 
 
 def backbone_path(spec: str) -> Path:
@@ -138,6 +146,19 @@ def backbone_path(spec: str) -> Path:
     if not (path / "config.json").exists():
         raise BenchError(f"backbone folder {path} has no config.json (expected a saved model)")
     return path
+
+
+def backbone_identity(spec: str) -> str:
+    """Changes whenever the backbone's weights would: the demo's recorded checksum, or a local
+    folder's config and the size and time of its weight files (hashing GBs on every run is slow)."""
+    path = backbone_path(spec)
+    if spec == "demo":
+        return json.loads((path / "build.json").read_text())["sha256"]
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for weights in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
+        stat = weights.stat()
+        digest.update(f"{weights.name} {stat.st_size} {stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
 
 
 def _load(suite: Suite, t, tokenizer, train: TrainConfig, cache: Path) -> PairData:
@@ -211,17 +232,22 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     checkpoints = request.output / "checkpoints" / tracker.run_id
     checkpoints.mkdir(parents=True, exist_ok=True)
     pair_results: list[PairResult] = []
-    train_time, eval_time = Stopwatch(), Stopwatch()
-    tokens, trainable, total = 0, 0, 0
+    train_time, eval_time, stage_time = Stopwatch(), Stopwatch(), Stopwatch()
+    tokens, trainable, total, staged, stages_trained = 0, 0, 0, 0, 0
     for model_plan in prepared.plan.models:
+        with stage_time:
+            folders, trained = run_stages(prepared, model_plan, tracker)
+        stages_trained += trained
         transformers.set_seed(request.seed)
-        model = build_model(prepared, model_plan).to(prepared.device)
+        model = build_model(prepared, model_plan, folders).to(prepared.device)
+        tracker.tags({f"note.{key}": value for key, value in model.notes().items()})
         collator = Collator(
             prepared.tokenizer, prepared.train.mlm_probability, request.seed, prepared.device
         )
         model_trainable, model_total = count_parameters(model)
         trainable += model_trainable
         total += model_total
+        staged += sum(p.numel() for n, p in model.named_parameters() if model.stage_of(n))
         with train_time:
             path = checkpoints / f"{model_plan.name}.safetensors"
             tokens += _train(prepared, model_plan, model, collator, tracker, path)
@@ -238,10 +264,14 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         {
             "params/trainable": trainable,
             "params/total": total,
+            "params/stage_trained": staged,
             "memory/peak_rss_mb": peak_rss_mb(),
             "memory/peak_gpu_mb": peak_gpu_mb(),
             "time/train_s": train_time.seconds,
             "time/eval_s": eval_time.seconds,
+            "time/stages_s": stage_time.seconds,
+            "stages/trained": stages_trained,
+            "stages/cached": sum(len(s) for s in prepared.stages.values()) - stages_trained,
             "time/wall_s": time.perf_counter() - prepared.started,
             "throughput/tokens_per_s": tokens / max(train_time.seconds, 1e-9),
         }
@@ -264,13 +294,90 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     return RunResult(tracker.run_id, tracker.experiment_id, tracker.uri, pair_results, metrics)
 
 
-def build_model(prepared: Prepared, model_plan: ModelPlan) -> Model:
+def build_model(
+    prepared: Prepared, model_plan: ModelPlan, stages: dict[str, Path] | None = None
+) -> Model:
+    """The method's model for `model_plan`; `stages` holds the folders of its trained stages
+    (`run_stages`), and is required when the method has any."""
     suite, request = prepared.suite, prepared.request
+    needed = {stage.name for stage in prepared.stages[model_plan.name]}
+    if needed - set(stages or {}):
+        raise ValueError(f"stages {sorted(needed - set(stages or {}))} are not trained yet")
     model = load_backbone(suite.backbone, request.backbone_init)
-    backbone = Backbone(suite.backbone, model, prepared.tokenizer, request.backbone_init)
+    backbone = Backbone(
+        suite.backbone, model, prepared.tokenizer, request.backbone_init, dict(stages or {})
+    )
     names = list(model_plan.tasks) + (["mlm"] if prepared.method_config.mlm else [])
     tasks = {name: suite.task(name) for name in names}
     return prepared.method.build(backbone, model_plan, tasks, prepared.method_config)
+
+
+def run_stages(prepared: Prepared, plan: ModelPlan, tracker: Tracker) -> tuple[dict, int]:
+    """Trains the stages of `plan` that are not cached yet; returns (stage name -> folder, how
+    many were trained now)."""
+    folders, trained = {}, 0
+    for stage in prepared.stages[plan.name]:
+        folder = stage_folder(prepared, stage)
+        if not folder.is_dir():
+            _train_stage(prepared, stage, folder, tracker)
+            trained += 1
+        folders[stage.name] = folder
+    return folders, trained
+
+
+def stage_folder(prepared: Prepared, stage: Stage) -> Path:
+    """Where a stage is cached: named by everything that changes what it learns."""
+    key = json.dumps(_stage_key(prepared, stage), sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    name = f"{prepared.method.name}-{stage.name}-{digest}"
+    return prepared.request.output / "cache" / "stages" / name
+
+
+def _stage_key(prepared: Prepared, stage: Stage) -> dict[str, Any]:
+    request = prepared.request
+    return {
+        "method": prepared.method.name,
+        "stage": stage.name,
+        "key": dict(stage.key),
+        "budget": [stage.steps, stage.lr, stage.batch_size, stage.seed],
+        "loop": [prepared.train.warmup_ratio, prepared.train.max_grad_norm],
+        "masking": prepared.train.mlm_probability,
+        "temperature": prepared.train.temperature if len(stage.pairs) > 1 else None,
+        "backbone": backbone_identity(prepared.suite.backbone),
+        "init": request.backbone_init,
+        # a random backbone is drawn with the run's seed: its stages are that seed's alone
+        "backbone_seed": request.seed if request.backbone_init == "random" else None,
+        "data": [prepared.data[(t.pair, t.split)].fingerprint for t in stage.pairs],
+    }
+
+
+def _train_stage(prepared: Prepared, stage: Stage, folder: Path, tracker: Tracker) -> None:
+    request, suite = prepared.request, prepared.suite
+    transformers.set_seed(request.seed)  # the random backbone of this run, if random
+    backbone = Backbone(
+        suite.backbone,
+        load_backbone(suite.backbone, request.backbone_init),
+        prepared.tokenizer,
+        request.backbone_init,
+    )
+    transformers.set_seed(stage.seed)
+    tasks = {t.pair.task: suite.task(t.pair.task) for t in stage.pairs}
+    model = stage.build(backbone, tasks).to(prepared.device)
+    collator = Collator(
+        prepared.tokenizer, prepared.train.mlm_probability, stage.seed, prepared.device
+    )
+    data = {t.pair: prepared.data[(t.pair, t.split)] for t in stage.pairs}
+    _fit(
+        prepared, model, data, collator, tracker, label=stage.name, steps=stage.steps,
+        lr=stage.lr, batch_size=stage.batch_size, seed=stage.seed,
+    )  # fmt: skip
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    stage.save(model, partial)
+    key = _stage_key(prepared, stage)
+    (partial / "stage.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+    partial.rename(folder)  # a crash mid-save never leaves a folder that looks complete
 
 
 def _train(
@@ -282,21 +389,50 @@ def _train(
     path: Path,
 ) -> int:
     """Trains `model` in place, leaves it at its best model-selection checkpoint; returns tokens."""
-    cfg, seed = prepared.train, prepared.request.seed
     pairs = [*plan.train, *(plan.mlm if prepared.method_config.mlm else ())]
-    data = {t.pair: prepared.data[(t.pair, t.split)] for t in pairs}
+    best = -math.inf
+
+    def select(step: int) -> None:
+        nonlocal best
+        score = _select(prepared, plan, model, collator, tracker, step)
+        if score > best:
+            best = score
+            model.save(str(path))
+
+    tokens = _fit(
+        prepared, model, {t.pair: prepared.data[(t.pair, t.split)] for t in pairs}, collator,
+        tracker, label=plan.name, steps=prepared.train.max_steps, lr=prepared.method_config.lr,
+        batch_size=prepared.train.batch_size, seed=prepared.request.seed, select=select,
+    )  # fmt: skip
+    model.load(str(path))
+    return tokens
+
+
+def _fit(
+    prepared: Prepared,
+    model: Model,
+    data: dict[Pair, PairData],
+    collator: Collator,
+    tracker: Tracker,
+    *,
+    label: str,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    select: Callable[[int], None] | None = None,
+) -> int:
+    """The training loop: temperature-sampled pairs, AdamW with linear warm-up and decay,
+    clipping, a NaN guard; `select(step)` every `train.eval_every` steps. Returns tokens seen."""
+    cfg = prepared.train
     kinds = {pair: d.kind for pair, d in data.items()}
     parameters = model.trainable_parameters()
-    optimizer = make_optimizer(parameters, prepared.method_config)
-    warmup = int(cfg.warmup_ratio * cfg.max_steps)
-    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, cfg.max_steps)
-    sampler = iter(PairSampler(data, cfg.batch_size, cfg.temperature, seed))
-    best, tokens, losses = -math.inf, 0, []
-    bar = tqdm(
-        range(1, cfg.max_steps + 1),
-        desc=f"train {plan.name}",
-        disable=not prepared.request.progress,
-    )
+    optimizer = make_optimizer(parameters, lr, prepared.method_config.weight_decay)
+    warmup = int(cfg.warmup_ratio * steps)
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, steps)
+    sampler = iter(PairSampler(data, batch_size, cfg.temperature, seed))
+    tokens, losses = 0, []
+    bar = tqdm(range(1, steps + 1), desc=f"train {label}", disable=not prepared.request.progress)
     for step in bar:
         pair, indices = next(sampler)
         model.train()
@@ -311,23 +447,21 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         tokens += int(batch["attention_mask"].sum())
         losses.append(loss.item())
-        if step % 50 == 0 or step == cfg.max_steps:
-            tracker.metrics({f"train/{plan.name}/loss": sum(losses) / len(losses)}, step)
+        if step % 50 == 0 or step == steps:
+            tracker.metrics({f"train/{label}/loss": sum(losses) / len(losses)}, step)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
             losses = []
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            score = _select(prepared, plan, model, collator, tracker, step)
-            if score > best:
-                best = score
-                model.save(str(path))
-    model.load(str(path))
+        if select is not None and (step % cfg.eval_every == 0 or step == steps):
+            select(step)
     return tokens
 
 
-def make_optimizer(parameters: list[torch.nn.Parameter], config: MethodConfig) -> torch.optim.AdamW:
+def make_optimizer(
+    parameters: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
+) -> torch.optim.AdamW:
     """AdamW, fused: one kernel over all parameters instead of a loop of small ones (measured on
     a 76 M-parameter hypernetwork on CPU: 0.03 s per step against 0.24 s unfused)."""
-    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def _select(

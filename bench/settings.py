@@ -8,7 +8,8 @@ The four settings mirror the Hyper-X paper (Figure 1):
 - few-shot: mixed plus k labelled examples per target pair, drawn with the seed from the target's
   train split; evaluation is on the target's test split, with any shot removed from it.
 Model selection always uses the dev split of the labelled training pairs of source languages,
-never a target's data. MLM languages are listed in every plan; methods that use MLM train on them.
+never a target's data. Every language with unlabelled text is an MLM language of the plan;
+methods that use MLM (or train on text before, as MAD-X does) train on them.
 """
 
 from __future__ import annotations
@@ -135,11 +136,9 @@ def _model(
             pair = Pair(task, language)
             role = "source" if pair in trained else "target"
             evals.append(EvalPair(pair, "test", role, _excluded(shots.get(pair), "train", "test")))
-    mlm = ()
-    if suite.has_mlm:
-        mlm = tuple(
-            TrainPair(Pair("mlm", lang), "train", train_config.mlm_cap) for lang in suite.languages
-        )
+    mlm = tuple(
+        TrainPair(Pair("mlm", lang), "train", train_config.mlm_cap) for lang in suite.text_languages
+    )
     return ModelPlan(name, tuple(train), mlm, selection, tuple(evals))
 
 

@@ -76,6 +76,14 @@ class Suite:
     def languages(self) -> tuple[str, ...]:
         return (self.main_source, *self.extra_sources, *self.targets)
 
+    @property
+    def text_languages(self) -> tuple[str, ...]:
+        """The languages that have unlabelled text: a train split in an MLM source."""
+        text = [s for n, s in self.sources.items() if TASKS.get(n).kind is Kind.MLM]
+        return tuple(
+            lang for lang in self.languages if any("train" in s.splits(lang) for s in text)
+        )
+
 
 SuiteFactory = Callable[[], Suite]
 SUITES: Registry[SuiteFactory] = Registry("suite")

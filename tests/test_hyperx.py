@@ -14,12 +14,12 @@ SMALL = {"bottleneck": 16, "source_dim": 16, "embedding_dim": 8}
 @pytest.mark.parametrize(("method", "millions"), [("hyperx", 76.46), ("hyperx-small", 13.11)])
 def test_hypernetwork_size_on_mbert_matches_the_reference(method, millions, capsys):
     groups = {g.name: g for g in params.count(method, "mbert-base", 17, 2)}
-    assert abs(groups["hypernetwork"].trainable / 1e6 - millions) < 0.01
-    assert groups["encoder"].trainable == 0  # frozen
-    assert groups["encoder LayerNorms"].trainable == 25 * 2 * 768  # embeddings + 2 per layer
-    assert groups["heads"].trainable == (7 + 17) * 769  # WikiANN NER and UD POS heads
+    assert abs(groups["hypernetwork"].trained / 1e6 - millions) < 0.01
+    assert groups["encoder"].trained == 0  # frozen
+    assert groups["encoder LayerNorms"].trained == 25 * 2 * 768  # embeddings + 2 per layer
+    assert groups["heads"].trained == (7 + 17) * 769  # WikiANN NER and UD POS heads
     # the MLM head (and its decoder, tied to the frozen word embeddings) stays frozen
-    assert groups["heads LayerNorms"].trainable == 0
+    assert groups["heads LayerNorms"].trained == 0
     assert main(["params", "--method", method, "--backbone-shape", "mbert-base"]) == 0
     out = capsys.readouterr().out
     assert "hypernetwork" in out and f"{millions:.2f} M" in out

@@ -1,0 +1,39 @@
+"""Every registered method runs in every setting on the demo suite (tiny budget): the grid that
+`bench compare` runs at full size."""
+
+import pytest
+
+from bench import runner
+from bench.method import METHODS
+from bench.settings import SETTINGS
+
+TINY = {"max_steps": 2, "eval_every": 2, "batch_size": 4, "train_cap": 32, "mlm_cap": 32}
+OPTIONS = {  # smaller parts where a method has them, so the grid stays fast
+    "madx": {"lang_steps": 2, "lang_batch_size": 4},
+    "hyperx": {"bottleneck": 8},
+    "hyperx-small": {"bottleneck": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """One output folder per method: MAD-X's cached language adapters serve every setting."""
+    return {name: tmp_path_factory.mktemp(name) for name in METHODS.names()}
+
+
+@pytest.mark.parametrize("setting", SETTINGS.names())
+@pytest.mark.parametrize("method", METHODS.names())
+def test_method_runs_in_setting(method, setting, outputs):
+    request = runner.Request(
+        method=method, setting=setting, output=outputs[method], progress=False,
+        train={**TINY, "shots": 2}, method_options=OPTIONS.get(method, {}),
+    )  # fmt: skip
+    prepared = runner.prepare(request)
+    result = runner.execute(prepared)
+    assert {r.role for r in result.pairs} == {"source", "target"}
+    assert any(key.endswith("/avg_target") for key in result.metrics)
+    assert 0 < result.metrics["params/trainable"] <= result.metrics["params/total"]
+    if method == "madx":  # every demo language has text: an adapter each, for each model
+        stages = result.metrics["stages/trained"] + result.metrics["stages/cached"]
+        assert stages == 7 * len(prepared.plan.models)
+        assert result.metrics["params/stage_trained"] > 0
