@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--output", type=Path, default=None, help="folder (default: backbones/demo)")
     actions.add_parser("check", help="verify the shipped demo backbone's checksum")
 
+    data = commands.add_parser("data", help="inspect local data files")
+    data_actions = data.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    check = data_actions.add_parser(
+        "check", help="parse a file; print its counts, labels and problems (exit 2 if malformed)"
+    )
+    check.add_argument("path", type=Path, help="a CoNLL-U, two-column CoNLL, TSV or text file")
+    check.add_argument(
+        "--task", required=True, help="pos, ner (CoNLL-U by the .conllu suffix), nli or mlm"
+    )
+
     params = commands.add_parser(
         "params", help="trainable and total parameters of a method on a backbone's shape"
     )
@@ -273,6 +283,16 @@ def cmd_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from bench import datacheck, plugins
+
+    plugins.load_builtins()
+    text, parsed = datacheck.check(args.path, args.task)
+    print(text)
+    datacheck.fail_if_malformed(args.path, parsed)
+    return 0
+
+
 def cmd_params(args: argparse.Namespace) -> int:
     from bench import params, plugins
     from bench.compare import REPORTS
@@ -390,6 +410,7 @@ COMMANDS = {
     "backbone": cmd_backbone,
     "transfer": cmd_transfer,
     "params": cmd_params,
+    "data": cmd_data,
     "perf": cmd_perf,
     "compare": cmd_compare,
 }
