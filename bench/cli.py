@@ -18,7 +18,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", default="demo", help="suite name (default: demo)")
+    parser.add_argument(
+        "--suite", default="demo", help="suite name or suite file suite.toml (default: demo)"
+    )
     parser.add_argument(
         "--setting", default="mixed", help="single-task, multi-task, mixed, few-shot"
     )
@@ -219,12 +221,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench import plugins
+    from bench import plugins, suites
     from bench.settings import SETTINGS
-    from bench.suites import SUITES
 
     plugins.load_builtins()
-    suite = SUITES.get(args.suite)()
+    suite = suites.get(args.suite)
     if _tasks(args):
         suite = suite.restricted(_tasks(args))
     train = suite.train.with_values(_train_overrides(args))

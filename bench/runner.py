@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from bench import backbone as demo_backbone
-from bench import plugins
+from bench import plugins, suites
 from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
 from bench.errors import BenchError, TrainingError
@@ -37,8 +37,8 @@ from bench.evaluation import PairResult, evaluate, summarize
 from bench.method import METHODS, Backbone, Method, MethodConfig, Model, Stage, count_parameters
 from bench.references import References
 from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb
-from bench.settings import SETTINGS, ModelPlan, Pair, Plan
-from bench.suites import SUITES, Suite
+from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair
+from bench.suites import Suite
 from bench.tracking import Tracker, git_state, resolve_uri
 
 
@@ -69,13 +69,17 @@ class Prepared:
     train: TrainConfig
     plan: Plan
     tokenizer: PreTrainedTokenizerBase
-    data: dict[tuple[Pair, str], PairData]  # (pair, split) -> data
+    data: dict[tuple, PairData]  # data_key(train or eval pair) -> its examples
     references: dict[tuple[str, str], References]  # (model, task) -> fitted references
     stages: dict[str, tuple[Stage, ...]]  # model name -> what the method trains before it
     started: float  # perf_counter() when preparation began: the run's wall time counts from it
     device: torch.device = dataclasses.field(
         default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
+
+    def examples(self, pair: Pair, split: str) -> PairData:
+        """The loaded data of `pair`'s `split` (the first loaded, when parts of it were)."""
+        return next(d for key, d in self.data.items() if key[1:3] == (pair, split))
 
 
 @dataclasses.dataclass
@@ -95,7 +99,7 @@ def prepare(request: Request) -> Prepared:
         raise BenchError(
             f"backbone init {request.backbone_init!r} is invalid; valid: pretrained, random"
         )
-    suite = SUITES.get(request.suite)()
+    suite = suites.get(request.suite)
     if request.tasks:
         suite = suite.restricted(request.tasks)
     setting = SETTINGS.get(request.setting)
@@ -110,31 +114,41 @@ def prepare(request: Request) -> Prepared:
     _check_output(request.output)
     tokenizer = AutoTokenizer.from_pretrained(backbone_path(suite.backbone))
     cache = request.output / "cache"
-    data: dict[tuple[Pair, str], PairData] = {}
+    data: dict[tuple, PairData] = {}
     references = {}
     for model in plan.models:
         pairs = [*model.train, *(model.mlm if method_config.mlm else ())]
         pairs += [t for stage in stages[model.name] for t in stage.pairs]
         for t in pairs:
-            data.setdefault((t.pair, t.split), _load(suite, t, tokenizer, train, cache))
+            if data_key(t) not in data:
+                data[data_key(t)] = _load(suite, t, tokenizer, train, cache)
         for e in (*model.selection, *model.eval):
-            if (e.pair, e.split) not in data:
-                data[(e.pair, e.split)] = load_pair(
+            if data_key(e) not in data:
+                data[data_key(e)] = load_pair(
                     suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
                     max_length=train.max_length, exclude=e.exclude, cache_dir=cache,
                 )  # fmt: skip
+        targets = {e.pair for e in model.eval if e.role == "target"}  # few shots are no source
         for task in model.tasks:
             rows = [
                 row
                 for t in model.train
-                if t.pair.task == task and t.indices is None
-                for row in data[(t.pair, t.split)].rows
+                if t.pair.task == task and t.pair not in targets
+                for row in data[data_key(t)].rows
             ]
             references[(model.name, task)] = References(suite.task(task), rows)
     return Prepared(
         request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
         started,
     )  # fmt: skip
+
+
+def data_key(item: TrainPair | EvalPair) -> tuple:
+    """What identifies the examples of a training or evaluation pair: the same split of a pair
+    can be trained on in part and select the model on the rest (`pos/eng@dev[:1800]`)."""
+    if isinstance(item, TrainPair):
+        return ("train", item.pair, item.split, item.cap, item.indices)
+    return ("eval", item.pair, item.split, item.exclude)
 
 
 def backbone_path(spec: str) -> Path:
@@ -253,7 +267,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
             tokens += _train(prepared, model_plan, model, collator, tracker, path)
         with eval_time:
             for e in model_plan.eval:
-                data = prepared.data[(e.pair, e.split)]
+                data = prepared.data[data_key(e)]
                 refs = prepared.references[(model_plan.name, e.pair.task)]
                 task = prepared.suite.task(e.pair.task)
                 pair_results.append(
@@ -347,7 +361,7 @@ def _stage_key(prepared: Prepared, stage: Stage) -> dict[str, Any]:
         "init": request.backbone_init,
         # a random backbone is drawn with the run's seed: its stages are that seed's alone
         "backbone_seed": request.seed if request.backbone_init == "random" else None,
-        "data": [prepared.data[(t.pair, t.split)].fingerprint for t in stage.pairs],
+        "data": [prepared.data[data_key(t)].fingerprint for t in stage.pairs],
     }
 
 
@@ -366,7 +380,7 @@ def _train_stage(prepared: Prepared, stage: Stage, folder: Path, tracker: Tracke
     collator = Collator(
         prepared.tokenizer, prepared.train.mlm_probability, stage.seed, prepared.device
     )
-    data = {t.pair: prepared.data[(t.pair, t.split)] for t in stage.pairs}
+    data = {t.pair: prepared.data[data_key(t)] for t in stage.pairs}
     _fit(
         prepared, model, data, collator, tracker, label=stage.name, steps=stage.steps,
         lr=stage.lr, batch_size=stage.batch_size, seed=stage.seed,
@@ -400,7 +414,7 @@ def _train(
             model.save(str(path))
 
     tokens = _fit(
-        prepared, model, {t.pair: prepared.data[(t.pair, t.split)] for t in pairs}, collator,
+        prepared, model, {t.pair: prepared.data[data_key(t)] for t in pairs}, collator,
         tracker, label=plan.name, steps=prepared.train.max_steps, lr=prepared.method_config.lr,
         batch_size=prepared.train.batch_size, seed=prepared.request.seed, select=select,
     )  # fmt: skip
@@ -475,7 +489,7 @@ def _select(
     """Scores the model-selection pairs; their mean primary metric picks the best checkpoint."""
     scores = {}
     for e in plan.selection:
-        data = prepared.data[(e.pair, e.split)]
+        data = prepared.data[data_key(e)]
         task = prepared.suite.task(e.pair.task)
         result = evaluate(model, task, data, e, None, prepared.train, plan.name, collator)
         scores[f"select/{e.pair.task}/{e.pair.language}/{result.metric}"] = result.score

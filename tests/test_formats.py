@@ -3,16 +3,12 @@
 from pathlib import Path
 
 import pytest
+from shared_data import SHARED, needs_shared
 
 from bench.cli import main
 from bench.languages import iso639_3
 from bench.task import Kind
 from tasks import formats
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"{SHARED} is not here (it ships beside the repository in CI)"
-)
 
 CONLLU = """# sent_id = 1
 # text = Don't go.

@@ -30,7 +30,7 @@ def prepared(tmp_path_factory):
 
 def one_step(prepared, model):
     pair = Pair("pos", prepared.suite.main_source)
-    data = prepared.data[(pair, "train")]
+    data = prepared.examples(pair, "train")
     batch = Collator(prepared.tokenizer, 0.15, 0)(data.examples([0, 1, 2, 3]), data.kind)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
     model.train()
@@ -161,7 +161,7 @@ def test_madx_runs_each_pair_under_its_own_language_adapter(madx):
         layer[f"lang_{lang}"].register_forward_hook(lambda *_, lang=lang: calls.append(lang))
     target = Pair("pos", "qad")
     assert model.setup(target) == Stack("lang_qad", "task_pos")
-    data = p.data[(target, "test")]
+    data = p.examples(target, "test")
     batch = Collator(p.tokenizer, 0.15, 0)(data.examples([0, 1]), data.kind)
     model.prepare_eval(target)
     with torch.no_grad():
