@@ -182,14 +182,24 @@ def _load(suite: Suite, t, tokenizer, train: TrainConfig, cache: Path) -> PairDa
     )  # fmt: skip
 
 
-def load_backbone(spec: str, init: str) -> PreTrainedModel:
-    """The suite's masked-LM backbone; `init="random"` keeps its shape but not its weights (a
-    control: transfer that also appears on a random backbone is not due to pretraining)."""
+def load_backbone(spec: str, init: str) -> tuple[PreTrainedModel, frozenset[str]]:
+    """The suite's masked-LM backbone, and the names of the weights its checkpoint lacked (the
+    MLM head of an encoder published without one, such as e5). `init="random"` keeps the shape
+    but not the weights (a control: transfer that also appears on a random backbone is not due
+    to pretraining)."""
     path = backbone_path(spec)
     config = AutoConfig.from_pretrained(path)
     if init == "random":
-        return AutoModelForMaskedLM.from_config(config, **attention(config))
-    return AutoModelForMaskedLM.from_pretrained(path, **attention(config))
+        return AutoModelForMaskedLM.from_config(config, **attention(config)), frozenset()
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the lacking weights are handled, not news
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            path, output_loading_info=True, **attention(config)
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return model, frozenset(info["missing_keys"])
 
 
 def attention(config: PretrainedConfig) -> dict[str, str]:
@@ -317,10 +327,11 @@ def build_model(
     needed = {stage.name for stage in prepared.stages[model_plan.name]}
     if needed - set(stages or {}):
         raise ValueError(f"stages {sorted(needed - set(stages or {}))} are not trained yet")
-    model = load_backbone(suite.backbone, request.backbone_init)
+    model, untrained = load_backbone(suite.backbone, request.backbone_init)
     backbone = Backbone(
-        suite.backbone, model, prepared.tokenizer, request.backbone_init, dict(stages or {})
-    )
+        suite.backbone, model, prepared.tokenizer, request.backbone_init, dict(stages or {}),
+        untrained,
+    )  # fmt: skip
     names = list(model_plan.tasks) + (["mlm"] if prepared.method_config.mlm else [])
     tasks = {name: suite.task(name) for name in names}
     return prepared.method.build(backbone, model_plan, tasks, prepared.method_config)
@@ -368,11 +379,9 @@ def _stage_key(prepared: Prepared, stage: Stage) -> dict[str, Any]:
 def _train_stage(prepared: Prepared, stage: Stage, folder: Path, tracker: Tracker) -> None:
     request, suite = prepared.request, prepared.suite
     transformers.set_seed(request.seed)  # the random backbone of this run, if random
+    model, untrained = load_backbone(suite.backbone, request.backbone_init)
     backbone = Backbone(
-        suite.backbone,
-        load_backbone(suite.backbone, request.backbone_init),
-        prepared.tokenizer,
-        request.backbone_init,
+        suite.backbone, model, prepared.tokenizer, request.backbone_init, untrained=untrained
     )
     transformers.set_seed(stage.seed)
     tasks = {t.pair.task: suite.task(t.pair.task) for t in stage.pairs}

@@ -48,7 +48,8 @@ def test_altered_backbone_is_refused_with_the_rebuild_command(
 
 def test_random_init_keeps_the_shape_and_changes_the_weights():
     pretrained = AutoModelForMaskedLM.from_pretrained(backbone.DEMO_DIR)
-    model = load_backbone("demo", "random")
+    model, untrained = load_backbone("demo", "random")
+    assert untrained == frozenset()  # nothing is "lacking" from a model built untrained
     assert model.config.to_dict() == pretrained.config.to_dict()
     a = pretrained.bert.encoder.layer[0].attention.self.query.weight
     b = model.bert.encoder.layer[0].attention.self.query.weight
