@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--suite", default="demo", help="suite name (default: demo)")
     compare.add_argument("--max-steps", type=int, help="override the suite's training steps")
     compare.add_argument("--output", type=Path, default=Path("bench-runs"))
+    compare.add_argument(
+        "--reuse", action="store_true",
+        help="reuse finished runs in the store with exactly the params a grid run would log",
+    )  # fmt: skip
     _plugin(compare)
     compare.add_argument(
         "--report",
@@ -340,7 +344,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     train = {} if args.max_steps is None else {"max_steps": args.max_steps}
     cells = compare.run_grid(
         methods, settings, args.seeds, suite=args.suite, output=args.output, train=train,
-        plugins=tuple(args.plugin),
+        plugins=tuple(args.plugin), reuse=args.reuse,
     )  # fmt: skip
     command = "python -m bench compare" + "".join(f" --plugin {p}" for p in args.plugin)
     command += f" --methods {','.join(methods)}"

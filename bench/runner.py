@@ -99,17 +99,7 @@ def prepare(request: Request) -> Prepared:
         raise BenchError(
             f"backbone init {request.backbone_init!r} is invalid; valid: pretrained, random"
         )
-    suite = suites.get(request.suite)
-    if request.tasks:
-        suite = suite.restricted(request.tasks)
-    setting = SETTINGS.get(request.setting)
-    method = METHODS.get(request.method)
-    defaults = suite.method_options.get(method.name, {})
-    method_config = method.Config().with_values({**defaults, **request.method_options})
-    train = suite.train.with_values(request.train)
-    plan = setting.build(suite, request.seed, train)
-    for model_plan in plan.models:
-        method.check(model_plan, method_config)
+    suite, method, method_config, train, plan = resolve(request)
     stages = {m.name: method.stages(m, method_config) for m in plan.models}
     _check_output(request.output)
     tokenizer = AutoTokenizer.from_pretrained(backbone_path(suite.backbone))
@@ -149,6 +139,38 @@ def data_key(item: TrainPair | EvalPair) -> tuple:
     if isinstance(item, TrainPair):
         return ("train", item.pair, item.split, item.cap, item.indices)
     return ("eval", item.pair, item.split, item.exclude)
+
+
+def resolve(request: Request) -> tuple[Suite, type[Method], MethodConfig, TrainConfig, Plan]:
+    """The suite, method, validated configs and Plan a request names; no data is loaded."""
+    suite = suites.get(request.suite)
+    if request.tasks:
+        suite = suite.restricted(request.tasks)
+    setting = SETTINGS.get(request.setting)
+    method = METHODS.get(request.method)
+    defaults = suite.method_options.get(method.name, {})
+    method_config = method.Config().with_values({**defaults, **request.method_options})
+    train = suite.train.with_values(request.train)
+    plan = setting.build(suite, request.seed, train)
+    for model_plan in plan.models:
+        method.check(model_plan, method_config)
+    return suite, method, method_config, train, plan
+
+
+def run_params(
+    request: Request, suite: Suite, method_config: MethodConfig, train: TrainConfig
+) -> dict[str, Any]:
+    """What a run logs as its params: everything that decides what it computes."""
+    return {
+        "method": request.method,
+        "setting": request.setting,
+        "suite": suite.name,
+        "seed": request.seed,
+        "backbone": suite.backbone,
+        "backbone.init": request.backbone_init,
+        **method_config.flat(),
+        **train.flat(),
+    }
 
 
 def backbone_path(spec: str) -> Path:
@@ -223,16 +245,7 @@ def execute(prepared: Prepared) -> RunResult:
     request, plan = prepared.request, prepared.plan
     uri = resolve_uri(request.output, request.tracking_uri)
     tracker = Tracker(uri, prepared.suite.name, request.output / "artifacts")
-    params = {
-        "method": request.method,
-        "setting": plan.setting,
-        "suite": plan.suite,
-        "seed": request.seed,
-        "backbone": prepared.suite.backbone,
-        "backbone.init": request.backbone_init,
-        **prepared.method_config.flat(),
-        **prepared.train.flat(),
-    }
+    params = run_params(request, prepared.suite, prepared.method_config, prepared.train)
     tags = {
         "method": request.method,
         "setting": plan.setting,
@@ -257,7 +270,8 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     checkpoints.mkdir(parents=True, exist_ok=True)
     pair_results: list[PairResult] = []
     train_time, eval_time, stage_time = Stopwatch(), Stopwatch(), Stopwatch()
-    tokens, trainable, total, staged, stages_trained = 0, 0, 0, 0, 0
+    tokens, trainable, total, stages_trained = 0, 0, 0, 0
+    staged: dict[str, int] = {}  # stage -> parameters it trained: counted once per run
     for model_plan in prepared.plan.models:
         with stage_time:
             folders, trained = run_stages(prepared, model_plan, tracker)
@@ -271,7 +285,11 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         model_trainable, model_total = count_parameters(model)
         trainable += model_trainable
         total += model_total
-        staged += sum(p.numel() for n, p in model.named_parameters() if model.stage_of(n))
+        counts: dict[str, int] = {}
+        for name, parameter in model.named_parameters():
+            if stage := model.stage_of(name):
+                counts[stage] = counts.get(stage, 0) + parameter.numel()
+        staged.update(counts)  # the models of single-task share their stages: each counts once
         with train_time:
             path = checkpoints / f"{model_plan.name}.safetensors"
             tokens += _train(prepared, model_plan, model, collator, tracker, path)
@@ -288,7 +306,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         {
             "params/trainable": trainable,
             "params/total": total,
-            "params/stage_trained": staged,
+            "params/stage_trained": sum(staged.values()),
             "memory/peak_rss_mb": peak_rss_mb(),
             "memory/peak_gpu_mb": peak_gpu_mb(),
             "time/train_s": train_time.seconds,
