@@ -67,9 +67,12 @@ class EncoderWithHeads(Model):
         self.heads = Heads(tasks, backbone.hidden_size, mlm_head=mlm_head)
 
     def forward(self, batch: dict[str, torch.Tensor], pair: Pair) -> Output:
-        hidden = self.encoder(
+        return self.heads(self.encode(batch), batch, pair.task)
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The encoder's last hidden states."""
+        return self.encoder(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             token_type_ids=batch["token_type_ids"],
         ).last_hidden_state
-        return self.heads(hidden, batch, pair.task)

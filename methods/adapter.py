@@ -36,5 +36,6 @@ class Adapter(Method):
         adapters.init(backbone.model)
         reduction = backbone.hidden_size / config.bottleneck
         backbone.model.add_adapter(ADAPTER, config=SeqBnConfig(reduction_factor=reduction))
-        backbone.model.train_adapter(ADAPTER)  # freezes every other weight, activates the adapter
+        backbone.model.train_adapter(ADAPTER)  # freezes the encoder, activates the adapter
+        backbone.mlm_head.requires_grad_(False)  # and the pretrained MLM head, as Hyper-X does
         return EncoderWithHeads(backbone, tasks, config)

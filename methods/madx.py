@@ -179,12 +179,7 @@ class LanguageModel(EncoderWithHeads):
     (the library's hook) and backward on the last hidden states, before the frozen MLM head."""
 
     def forward(self, batch: dict[str, torch.Tensor], pair: Pair) -> Output:
-        hidden = self.encoder(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
-        ).last_hidden_state
-        hidden = self.encoder.invertible_adapters_forward(hidden, rev=True)
+        hidden = self.encoder.invertible_adapters_forward(self.encode(batch), rev=True)
         return self.heads(hidden, batch, pair.task)
 
 
@@ -193,7 +188,8 @@ def _language_model(
 ) -> Model:
     adapters.init(backbone.model)
     backbone.encoder.add_adapter(_lang(language), config=_lang_config(config))
-    backbone.encoder.train_adapter(_lang(language))  # freezes every other weight
+    backbone.encoder.train_adapter(_lang(language))  # freezes every other encoder weight
+    backbone.mlm_head.requires_grad_(False)  # which leaves the MLM head to freeze: MAD-X does
     return LanguageModel(backbone, tasks, dataclasses.replace(config, mlm=True))
 
 

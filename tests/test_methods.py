@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from bench import runner
 from bench.data import Collator
 from bench.errors import BenchError
+from bench.method import Backbone
 from bench.settings import Pair
 from bench.tracking import Tracker
 from methods.madx import Madx
@@ -122,6 +123,16 @@ def test_madx_trains_language_adapters_once_per_language_and_caches_them(madx, d
     key = json.loads((folders["lang-qaa"] / "stage.json").read_text())
     assert key["stage"] == "lang-qaa" and key["budget"][0] == 3
     assert (folders["lang-qaa"] / "adapter_config.json").is_file()
+
+
+def test_madx_language_stage_trains_its_adapter_alone(madx, demo):
+    p, plan, _, _ = madx
+    stage = Madx.stages(plan, p.method_config)[0]
+    backbone = Backbone("demo", runner.load_backbone("demo", "pretrained"), p.tokenizer, "")
+    model = stage.build(backbone, {"mlm": demo.task("mlm")})
+    trainable = {n for n, param in model.named_parameters() if param.requires_grad}
+    assert trainable and all(".lang_qaa." in n for n in trainable)  # MLM head frozen too
+    assert any("invertible_adapters.lang_qaa" in n for n in trainable)
 
 
 def test_madx_trains_only_task_adapters_and_heads(madx):
