@@ -128,7 +128,7 @@ def test_madx_trains_language_adapters_once_per_language_and_caches_them(madx, d
 def test_madx_language_stage_trains_its_adapter_alone(madx, demo):
     p, plan, _, _ = madx
     stage = Madx.stages(plan, p.method_config)[0]
-    backbone = Backbone("demo", runner.load_backbone("demo", "pretrained"), p.tokenizer, "")
+    backbone = Backbone("demo", runner.load_backbone("demo", "pretrained")[0], p.tokenizer, "")
     model = stage.build(backbone, {"mlm": demo.task("mlm")})
     trainable = {n for n, param in model.named_parameters() if param.requires_grad}
     assert trainable and all(".lang_qaa." in n for n in trainable)  # MLM head frozen too
