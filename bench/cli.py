@@ -18,7 +18,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", default="demo", help="suite name (default: demo)")
+    parser.add_argument(
+        "--suite", default="demo", help="suite name or suite file suite.toml (default: demo)"
+    )
     parser.add_argument(
         "--setting", default="mixed", help="single-task, multi-task, mixed, few-shot"
     )
@@ -75,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--output", type=Path, default=None, help="folder (default: backbones/demo)")
     actions.add_parser("check", help="verify the shipped demo backbone's checksum")
 
+    data = commands.add_parser("data", help="inspect local data files")
+    data_actions = data.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    check = data_actions.add_parser(
+        "check", help="parse a file; print its counts, labels and problems (exit 2 if malformed)"
+    )
+    check.add_argument("path", type=Path, help="a CoNLL-U, two-column CoNLL, TSV or text file")
+    check.add_argument(
+        "--task", required=True, help="pos, ner (CoNLL-U by the .conllu suffix), nli or mlm"
+    )
+
     params = commands.add_parser(
         "params", help="trainable and total parameters of a method on a backbone's shape"
     )
@@ -105,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--suite", default="demo", help="suite name (default: demo)")
     compare.add_argument("--max-steps", type=int, help="override the suite's training steps")
     compare.add_argument("--output", type=Path, default=Path("bench-runs"))
+    compare.add_argument(
+        "--reuse", action="store_true",
+        help="reuse finished runs in the store with exactly the params a grid run would log",
+    )  # fmt: skip
     _plugin(compare)
     compare.add_argument(
         "--report",
@@ -209,12 +225,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench import plugins
+    from bench import plugins, suites
     from bench.settings import SETTINGS
-    from bench.suites import SUITES
 
     plugins.load_builtins()
-    suite = SUITES.get(args.suite)()
+    suite = suites.get(args.suite)
     if _tasks(args):
         suite = suite.restricted(_tasks(args))
     train = suite.train.with_values(_train_overrides(args))
@@ -273,6 +288,16 @@ def cmd_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from bench import datacheck, plugins
+
+    plugins.load_builtins()
+    text, parsed = datacheck.check(args.path, args.task)
+    print(text)
+    datacheck.fail_if_malformed(args.path, parsed)
+    return 0
+
+
 def cmd_params(args: argparse.Namespace) -> int:
     from bench import params, plugins
     from bench.compare import REPORTS
@@ -319,7 +344,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     train = {} if args.max_steps is None else {"max_steps": args.max_steps}
     cells = compare.run_grid(
         methods, settings, args.seeds, suite=args.suite, output=args.output, train=train,
-        plugins=tuple(args.plugin),
+        plugins=tuple(args.plugin), reuse=args.reuse,
     )  # fmt: skip
     command = "python -m bench compare" + "".join(f" --plugin {p}" for p in args.plugin)
     command += f" --methods {','.join(methods)}"
@@ -390,6 +415,7 @@ COMMANDS = {
     "backbone": cmd_backbone,
     "transfer": cmd_transfer,
     "params": cmd_params,
+    "data": cmd_data,
     "perf": cmd_perf,
     "compare": cmd_compare,
 }

@@ -1,7 +1,10 @@
 """`python -m bench compare`: a grid of methods x settings x seeds on one suite, one table.
 
 Every run is a normal run (one MLflow run each), executed in a fresh process: peak memory is a
-per-process high-water mark, so runs sharing a process would inherit each other's peaks.
+per-process high-water mark, so runs sharing a process would inherit each other's peaks. With
+`reuse`, a finished run already in the store whose params are exactly those the grid would log
+(method, setting, seed, suite, backbone and every option) stands in for a new one: a grid that
+was interrupted, or extended by a method, runs only what is missing.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import multiprocessing
 import statistics
 from pathlib import Path
 
+from mlflow import MlflowClient
+
 from bench import runner
+from bench.tracking import resolve_uri
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 
@@ -41,6 +47,7 @@ def run_grid(
     output: Path,
     train: dict,
     plugins: tuple[Path, ...] = (),
+    reuse: bool = False,
 ) -> list[Cell]:
     requests = {
         (method, setting): [
@@ -62,10 +69,14 @@ def run_grid(
     for batch in requests.values():  # every name and value checked before the first run
         runner.prepare(batch[0])
     cells = []
+    first = next(iter(requests.values()))[0]
+    finished = _finished_runs(output, runner.resolve(first)[0].name) if reuse else {}
     context = multiprocessing.get_context("spawn")
     with context.Pool(1, maxtasksperchild=1) as pool:
         for (method, setting), batch in requests.items():
-            results = [pool.apply(_execute, (request,)) for request in batch]
+            results = [
+                finished.get(_key(request)) or pool.apply(_execute, (request,)) for request in batch
+            ]
             cells.append(
                 Cell(
                     method,
@@ -75,6 +86,35 @@ def run_grid(
                 )
             )
     return cells
+
+
+def _key(request: runner.Request) -> tuple:
+    suite, _, method_config, train, _ = runner.resolve(request)
+    params = runner.run_params(request, suite, method_config, train)
+    return tuple(sorted((k, _text(v)) for k, v in params.items()))
+
+
+def _text(value) -> str:
+    return "None" if value is None else str(value)
+
+
+def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict[str, float]]]:
+    """Params -> (run id, metrics) of the finished runs of a suite in the grid's store."""
+    client = MlflowClient(resolve_uri(output, None))
+    found_experiment = client.get_experiment_by_name(experiment)
+    if found_experiment is None:
+        return {}
+    found, token = {}, None
+    while True:
+        page = client.search_runs(
+            [found_experiment.experiment_id], "attributes.status = 'FINISHED'", page_token=token
+        )
+        for run in page:
+            key = tuple(sorted(run.data.params.items()))
+            found.setdefault(key, (run.info.run_id, dict(run.data.metrics)))
+        token = page.token
+        if not token:
+            return found
 
 
 def render(cells: list[Cell], *, suite: str, command: str) -> str:

@@ -110,7 +110,7 @@ def encode(task: Task, dataset: datasets.Dataset, tokenizer, max_length: int) ->
     rows = dataset.to_dict()
     if task.kind is Kind.MLM:
         enc = tokenizer(rows["text"], truncation=True, max_length=max_length)
-        return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"]}
+        return _ids(enc)
     label_ids = {label: i for i, label in enumerate(task.labels)}
 
     def label_id(label: str) -> int:
@@ -139,7 +139,10 @@ def encode(task: Task, dataset: datasets.Dataset, tokenizer, max_length: int) ->
 
 
 def _ids(enc) -> dict[str, list]:
-    return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"]}
+    """Token ids and segment ids; tokenizers without segments (XLM-R's) get zeros."""
+    ids = enc["input_ids"]
+    segments = enc["token_type_ids"] if "token_type_ids" in enc else [[0] * len(i) for i in ids]
+    return {"input_ids": ids, "token_type_ids": segments}
 
 
 class Collator:

@@ -63,7 +63,7 @@ class EncoderWithHeads(Model):
     def __init__(self, backbone: Backbone, tasks: dict[str, Task], config: MethodConfig) -> None:
         super().__init__()
         self.encoder = backbone.encoder
-        mlm_head = backbone.mlm_head if config.mlm else None
+        mlm_head = backbone.head_for_mlm() if config.mlm else None
         self.heads = Heads(tasks, backbone.hidden_size, mlm_head=mlm_head)
 
     def forward(self, batch: dict[str, torch.Tensor], pair: Pair) -> Output:

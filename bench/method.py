@@ -31,6 +31,9 @@ class Backbone:
     init: str  # "pretrained" or "random"
     # stage name -> folder of what that stage trained (see `Stage`); empty when only counting
     stages: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    # weights the checkpoint lacked, by name in `model`: an MLM head an encoder was published
+    # without (e5) starts random and must train wherever MLM is used
+    untrained: frozenset[str] = frozenset()
 
     @property
     def hidden_size(self) -> int:
@@ -46,6 +49,15 @@ class Backbone:
         prefix = self.model.base_model_prefix
         (head,) = [m for name, m in self.model.named_children() if name != prefix]
         return head
+
+    def head_for_mlm(self) -> nn.Module:
+        """The MLM head for a model that trains with MLM: its weights that the checkpoint lacked
+        are set to train (a frozen random head would make MLM meaningless), and so are counted.
+        Call it after freezing what the method freezes."""
+        for name, parameter in self.model.named_parameters(remove_duplicate=False):
+            if name in self.untrained:
+                parameter.requires_grad_(True)
+        return self.mlm_head
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from bench import backbone as demo_backbone
-from bench import plugins
+from bench import plugins, suites
 from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
 from bench.errors import BenchError, TrainingError
@@ -37,8 +37,8 @@ from bench.evaluation import PairResult, evaluate, summarize
 from bench.method import METHODS, Backbone, Method, MethodConfig, Model, Stage, count_parameters
 from bench.references import References
 from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb
-from bench.settings import SETTINGS, ModelPlan, Pair, Plan
-from bench.suites import SUITES, Suite
+from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair
+from bench.suites import Suite
 from bench.tracking import Tracker, git_state, resolve_uri
 
 
@@ -69,13 +69,17 @@ class Prepared:
     train: TrainConfig
     plan: Plan
     tokenizer: PreTrainedTokenizerBase
-    data: dict[tuple[Pair, str], PairData]  # (pair, split) -> data
+    data: dict[tuple, PairData]  # data_key(train or eval pair) -> its examples
     references: dict[tuple[str, str], References]  # (model, task) -> fitted references
     stages: dict[str, tuple[Stage, ...]]  # model name -> what the method trains before it
     started: float  # perf_counter() when preparation began: the run's wall time counts from it
     device: torch.device = dataclasses.field(
         default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
+
+    def examples(self, pair: Pair, split: str) -> PairData:
+        """The loaded data of `pair`'s `split` (the first loaded, when parts of it were)."""
+        return next(d for key, d in self.data.items() if key[1:3] == (pair, split))
 
 
 @dataclasses.dataclass
@@ -95,7 +99,51 @@ def prepare(request: Request) -> Prepared:
         raise BenchError(
             f"backbone init {request.backbone_init!r} is invalid; valid: pretrained, random"
         )
-    suite = SUITES.get(request.suite)()
+    suite, method, method_config, train, plan = resolve(request)
+    stages = {m.name: method.stages(m, method_config) for m in plan.models}
+    _check_output(request.output)
+    tokenizer = AutoTokenizer.from_pretrained(backbone_path(suite.backbone))
+    cache = request.output / "cache"
+    data: dict[tuple, PairData] = {}
+    references = {}
+    for model in plan.models:
+        pairs = [*model.train, *(model.mlm if method_config.mlm else ())]
+        pairs += [t for stage in stages[model.name] for t in stage.pairs]
+        for t in pairs:
+            if data_key(t) not in data:
+                data[data_key(t)] = _load(suite, t, tokenizer, train, cache)
+        for e in (*model.selection, *model.eval):
+            if data_key(e) not in data:
+                data[data_key(e)] = load_pair(
+                    suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
+                    max_length=train.max_length, exclude=e.exclude, cache_dir=cache,
+                )  # fmt: skip
+        targets = {e.pair for e in model.eval if e.role == "target"}  # few shots are no source
+        for task in model.tasks:
+            rows = [
+                row
+                for t in model.train
+                if t.pair.task == task and t.pair not in targets
+                for row in data[data_key(t)].rows
+            ]
+            references[(model.name, task)] = References(suite.task(task), rows)
+    return Prepared(
+        request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
+        started,
+    )  # fmt: skip
+
+
+def data_key(item: TrainPair | EvalPair) -> tuple:
+    """What identifies the examples of a training or evaluation pair: the same split of a pair
+    can be trained on in part and select the model on the rest (`pos/eng@dev[:1800]`)."""
+    if isinstance(item, TrainPair):
+        return ("train", item.pair, item.split, item.cap, item.indices)
+    return ("eval", item.pair, item.split, item.exclude)
+
+
+def resolve(request: Request) -> tuple[Suite, type[Method], MethodConfig, TrainConfig, Plan]:
+    """The suite, method, validated configs and Plan a request names; no data is loaded."""
+    suite = suites.get(request.suite)
     if request.tasks:
         suite = suite.restricted(request.tasks)
     setting = SETTINGS.get(request.setting)
@@ -106,35 +154,23 @@ def prepare(request: Request) -> Prepared:
     plan = setting.build(suite, request.seed, train)
     for model_plan in plan.models:
         method.check(model_plan, method_config)
-    stages = {m.name: method.stages(m, method_config) for m in plan.models}
-    _check_output(request.output)
-    tokenizer = AutoTokenizer.from_pretrained(backbone_path(suite.backbone))
-    cache = request.output / "cache"
-    data: dict[tuple[Pair, str], PairData] = {}
-    references = {}
-    for model in plan.models:
-        pairs = [*model.train, *(model.mlm if method_config.mlm else ())]
-        pairs += [t for stage in stages[model.name] for t in stage.pairs]
-        for t in pairs:
-            data.setdefault((t.pair, t.split), _load(suite, t, tokenizer, train, cache))
-        for e in (*model.selection, *model.eval):
-            if (e.pair, e.split) not in data:
-                data[(e.pair, e.split)] = load_pair(
-                    suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
-                    max_length=train.max_length, exclude=e.exclude, cache_dir=cache,
-                )  # fmt: skip
-        for task in model.tasks:
-            rows = [
-                row
-                for t in model.train
-                if t.pair.task == task and t.indices is None
-                for row in data[(t.pair, t.split)].rows
-            ]
-            references[(model.name, task)] = References(suite.task(task), rows)
-    return Prepared(
-        request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
-        started,
-    )  # fmt: skip
+    return suite, method, method_config, train, plan
+
+
+def run_params(
+    request: Request, suite: Suite, method_config: MethodConfig, train: TrainConfig
+) -> dict[str, Any]:
+    """What a run logs as its params: everything that decides what it computes."""
+    return {
+        "method": request.method,
+        "setting": request.setting,
+        "suite": suite.name,
+        "seed": request.seed,
+        "backbone": suite.backbone,
+        "backbone.init": request.backbone_init,
+        **method_config.flat(),
+        **train.flat(),
+    }
 
 
 def backbone_path(spec: str) -> Path:
@@ -168,14 +204,24 @@ def _load(suite: Suite, t, tokenizer, train: TrainConfig, cache: Path) -> PairDa
     )  # fmt: skip
 
 
-def load_backbone(spec: str, init: str) -> PreTrainedModel:
-    """The suite's masked-LM backbone; `init="random"` keeps its shape but not its weights (a
-    control: transfer that also appears on a random backbone is not due to pretraining)."""
+def load_backbone(spec: str, init: str) -> tuple[PreTrainedModel, frozenset[str]]:
+    """The suite's masked-LM backbone, and the names of the weights its checkpoint lacked (the
+    MLM head of an encoder published without one, such as e5). `init="random"` keeps the shape
+    but not the weights (a control: transfer that also appears on a random backbone is not due
+    to pretraining)."""
     path = backbone_path(spec)
     config = AutoConfig.from_pretrained(path)
     if init == "random":
-        return AutoModelForMaskedLM.from_config(config, **attention(config))
-    return AutoModelForMaskedLM.from_pretrained(path, **attention(config))
+        return AutoModelForMaskedLM.from_config(config, **attention(config)), frozenset()
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the lacking weights are handled, not news
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            path, output_loading_info=True, **attention(config)
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return model, frozenset(info["missing_keys"])
 
 
 def attention(config: PretrainedConfig) -> dict[str, str]:
@@ -199,16 +245,7 @@ def execute(prepared: Prepared) -> RunResult:
     request, plan = prepared.request, prepared.plan
     uri = resolve_uri(request.output, request.tracking_uri)
     tracker = Tracker(uri, prepared.suite.name, request.output / "artifacts")
-    params = {
-        "method": request.method,
-        "setting": plan.setting,
-        "suite": plan.suite,
-        "seed": request.seed,
-        "backbone": prepared.suite.backbone,
-        "backbone.init": request.backbone_init,
-        **prepared.method_config.flat(),
-        **prepared.train.flat(),
-    }
+    params = run_params(request, prepared.suite, prepared.method_config, prepared.train)
     tags = {
         "method": request.method,
         "setting": plan.setting,
@@ -233,7 +270,8 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     checkpoints.mkdir(parents=True, exist_ok=True)
     pair_results: list[PairResult] = []
     train_time, eval_time, stage_time = Stopwatch(), Stopwatch(), Stopwatch()
-    tokens, trainable, total, staged, stages_trained = 0, 0, 0, 0, 0
+    tokens, trainable, total, stages_trained = 0, 0, 0, 0
+    staged: dict[str, int] = {}  # stage -> parameters it trained: counted once per run
     for model_plan in prepared.plan.models:
         with stage_time:
             folders, trained = run_stages(prepared, model_plan, tracker)
@@ -247,13 +285,17 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         model_trainable, model_total = count_parameters(model)
         trainable += model_trainable
         total += model_total
-        staged += sum(p.numel() for n, p in model.named_parameters() if model.stage_of(n))
+        counts: dict[str, int] = {}
+        for name, parameter in model.named_parameters():
+            if stage := model.stage_of(name):
+                counts[stage] = counts.get(stage, 0) + parameter.numel()
+        staged.update(counts)  # the models of single-task share their stages: each counts once
         with train_time:
             path = checkpoints / f"{model_plan.name}.safetensors"
             tokens += _train(prepared, model_plan, model, collator, tracker, path)
         with eval_time:
             for e in model_plan.eval:
-                data = prepared.data[(e.pair, e.split)]
+                data = prepared.data[data_key(e)]
                 refs = prepared.references[(model_plan.name, e.pair.task)]
                 task = prepared.suite.task(e.pair.task)
                 pair_results.append(
@@ -264,7 +306,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         {
             "params/trainable": trainable,
             "params/total": total,
-            "params/stage_trained": staged,
+            "params/stage_trained": sum(staged.values()),
             "memory/peak_rss_mb": peak_rss_mb(),
             "memory/peak_gpu_mb": peak_gpu_mb(),
             "time/train_s": train_time.seconds,
@@ -303,10 +345,11 @@ def build_model(
     needed = {stage.name for stage in prepared.stages[model_plan.name]}
     if needed - set(stages or {}):
         raise ValueError(f"stages {sorted(needed - set(stages or {}))} are not trained yet")
-    model = load_backbone(suite.backbone, request.backbone_init)
+    model, untrained = load_backbone(suite.backbone, request.backbone_init)
     backbone = Backbone(
-        suite.backbone, model, prepared.tokenizer, request.backbone_init, dict(stages or {})
-    )
+        suite.backbone, model, prepared.tokenizer, request.backbone_init, dict(stages or {}),
+        untrained,
+    )  # fmt: skip
     names = list(model_plan.tasks) + (["mlm"] if prepared.method_config.mlm else [])
     tasks = {name: suite.task(name) for name in names}
     return prepared.method.build(backbone, model_plan, tasks, prepared.method_config)
@@ -347,18 +390,16 @@ def _stage_key(prepared: Prepared, stage: Stage) -> dict[str, Any]:
         "init": request.backbone_init,
         # a random backbone is drawn with the run's seed: its stages are that seed's alone
         "backbone_seed": request.seed if request.backbone_init == "random" else None,
-        "data": [prepared.data[(t.pair, t.split)].fingerprint for t in stage.pairs],
+        "data": [prepared.data[data_key(t)].fingerprint for t in stage.pairs],
     }
 
 
 def _train_stage(prepared: Prepared, stage: Stage, folder: Path, tracker: Tracker) -> None:
     request, suite = prepared.request, prepared.suite
     transformers.set_seed(request.seed)  # the random backbone of this run, if random
+    model, untrained = load_backbone(suite.backbone, request.backbone_init)
     backbone = Backbone(
-        suite.backbone,
-        load_backbone(suite.backbone, request.backbone_init),
-        prepared.tokenizer,
-        request.backbone_init,
+        suite.backbone, model, prepared.tokenizer, request.backbone_init, untrained=untrained
     )
     transformers.set_seed(stage.seed)
     tasks = {t.pair.task: suite.task(t.pair.task) for t in stage.pairs}
@@ -366,7 +407,7 @@ def _train_stage(prepared: Prepared, stage: Stage, folder: Path, tracker: Tracke
     collator = Collator(
         prepared.tokenizer, prepared.train.mlm_probability, stage.seed, prepared.device
     )
-    data = {t.pair: prepared.data[(t.pair, t.split)] for t in stage.pairs}
+    data = {t.pair: prepared.data[data_key(t)] for t in stage.pairs}
     _fit(
         prepared, model, data, collator, tracker, label=stage.name, steps=stage.steps,
         lr=stage.lr, batch_size=stage.batch_size, seed=stage.seed,
@@ -400,7 +441,7 @@ def _train(
             model.save(str(path))
 
     tokens = _fit(
-        prepared, model, {t.pair: prepared.data[(t.pair, t.split)] for t in pairs}, collator,
+        prepared, model, {t.pair: prepared.data[data_key(t)] for t in pairs}, collator,
         tracker, label=plan.name, steps=prepared.train.max_steps, lr=prepared.method_config.lr,
         batch_size=prepared.train.batch_size, seed=prepared.request.seed, select=select,
     )  # fmt: skip
@@ -475,7 +516,7 @@ def _select(
     """Scores the model-selection pairs; their mean primary metric picks the best checkpoint."""
     scores = {}
     for e in plan.selection:
-        data = prepared.data[(e.pair, e.split)]
+        data = prepared.data[data_key(e)]
         task = prepared.suite.task(e.pair.task)
         result = evaluate(model, task, data, e, None, prepared.train, plan.name, collator)
         scores[f"select/{e.pair.task}/{e.pair.language}/{result.metric}"] = result.score

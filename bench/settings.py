@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from collections.abc import Callable
 
 from bench.config import TrainConfig
+from bench.errors import BenchError
 from bench.registry import Registry
 from bench.suites import Suite
 
@@ -93,7 +95,7 @@ class Plan:
 
 
 def _train_label(t: TrainPair) -> str:
-    extra = f" ({len(t.indices)} shots)" if t.indices is not None else ""
+    extra = f" ({len(t.indices)} of {t.split})" if t.indices is not None else ""
     return f"{t.pair}{extra}" + (f" (cap {t.cap})" if t.cap is not None else "")
 
 
@@ -122,6 +124,90 @@ def _setting(name: str, description: str):
         return build
 
     return decorator
+
+
+def _spelled_out(suite: Suite, name: str, seed: int, train: TrainConfig) -> Plan:
+    """The Plan of a setting the suite lists pair by pair (`Suite.settings`)."""
+    spec = suite.settings.get(name)
+    if spec is None:
+        have = ", ".join(suite.settings)
+        raise BenchError(f"suite {suite.name!r} defines the settings {have}; not {name!r}")
+    models = []
+    for model, items in spec.models.items():
+        pairs = [_train_spec(suite, item, train) for item in items]
+        tasks = tuple(dict.fromkeys(t.pair.task for t in pairs))
+        selection = [
+            _select_spec(suite, item) for item in spec.select if item.split("/")[0] in tasks
+        ] or [
+            EvalPair(t.pair, "dev", "source")
+            for t in pairs
+            if t.split == "train"
+            and "dev" in suite.task(t.pair.task).source.splits(t.pair.language)
+        ]
+        if not selection:
+            raise BenchError(
+                f"suite {suite.name!r}, setting {name}, model {model}: no dev data of its "
+                "training pairs selects the model; list the pairs that do under `select`"
+            )
+        trained = {t.pair for t in pairs}
+        evals = tuple(
+            EvalPair(
+                Pair(task, lang), "test", "source" if Pair(task, lang) in trained else "target"
+            )
+            for task in tasks
+            for lang in suite.languages
+            if "test" in suite.task(task).source.splits(lang)
+        )
+        mlm = tuple(
+            TrainPair(Pair("mlm", lang), "train", train.mlm_cap) for lang in suite.text_languages
+        )
+        models.append(ModelPlan(model, tuple(pairs), mlm, tuple(selection), evals))
+    return Plan(suite.name, name, seed, tuple(models))
+
+
+_SPEC = re.compile(
+    r"^(?P<task>[\w-]+)/(?P<lang>[\w-]+)(@(?P<split>\w+)(\[(?P<a>\d*):(?P<b>\d*)\])?)?$"
+)
+
+
+def parse_spec(text: str, default_split: str) -> tuple[Pair, str, slice | None]:
+    """`pos/eng@dev[:1800]` -> (Pair("pos", "eng"), "dev", slice(None, 1800))."""
+    match = _SPEC.match(text.strip())
+    if match is None:
+        raise BenchError(
+            f"pair {text!r} is invalid; write task/language, task/language@split or "
+            "task/language@split[start:stop]"
+        )
+    a, b = match["a"], match["b"]
+    part = None if match["a"] is None else slice(int(a) if a else None, int(b) if b else None)
+    return Pair(match["task"], match["lang"]), match["split"] or default_split, part
+
+
+def _indices(suite: Suite, pair: Pair, split: str, part: slice | None) -> tuple[int, ...] | None:
+    task = suite.task(pair.task)
+    if split not in task.source.splits(pair.language):
+        have = ", ".join(task.source.splits(pair.language)) or "none"
+        raise BenchError(f"pair {pair}@{split}: {pair} has no {split!r} split (it has: {have})")
+    if part is None:
+        return None
+    return tuple(range(len(task.load(pair.language, split)))[part])
+
+
+def _train_spec(suite: Suite, text: str, train: TrainConfig) -> TrainPair:
+    pair, split, part = parse_spec(text, "train")
+    if split == "test":
+        raise BenchError(f"pair {text!r} trains on a test split; the harness never does")
+    return TrainPair(pair, split, train.train_cap, _indices(suite, pair, split, part))
+
+
+def _select_spec(suite: Suite, text: str) -> EvalPair:
+    pair, split, part = parse_spec(text, "dev")
+    if split == "test":
+        raise BenchError(f"pair {text!r} selects on a test split; model selection never does")
+    kept = _indices(suite, pair, split, part)
+    size = len(suite.task(pair.task).load(pair.language, split)) if kept is not None else 0
+    excluded = tuple(sorted(set(range(size)) - set(kept))) if kept is not None else ()
+    return EvalPair(pair, split, "source", excluded)
 
 
 def _model(
@@ -154,6 +240,8 @@ def _labelled(pairs, cap: int | None) -> list[TrainPair]:
 
 @_setting("single-task", "one model per task, each trained on the main source language only")
 def single_task(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+    if suite.settings:
+        return _spelled_out(suite, "single-task", seed, train)
     models = tuple(
         _model(
             suite, task, _labelled([Pair(task, suite.main_source)], train.train_cap), (task,), train
@@ -169,6 +257,8 @@ def _multi_task_pairs(suite: Suite) -> list[Pair]:
 
 @_setting("multi-task", "one model trained on every task of the main source language")
 def multi_task(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+    if suite.settings:
+        return _spelled_out(suite, "multi-task", seed, train)
     pairs = _labelled(_multi_task_pairs(suite), train.train_cap)
     return Plan(
         suite.name, "multi-task", seed, (_model(suite, "all", pairs, suite.labelled_tasks, train),)
@@ -182,6 +272,8 @@ def _mixed_pairs(suite: Suite) -> list[Pair]:
 
 @_setting("mixed", "multi-task on the main source plus one task in each extra source language")
 def mixed(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+    if suite.settings:
+        return _spelled_out(suite, "mixed", seed, train)
     pairs = _labelled(_mixed_pairs(suite), train.train_cap)
     return Plan(
         suite.name, "mixed", seed, (_model(suite, "all", pairs, suite.labelled_tasks, train),)
@@ -190,6 +282,8 @@ def mixed(suite: Suite, seed: int, train: TrainConfig) -> Plan:
 
 @_setting("few-shot", "mixed plus k labelled train examples per target pair (train.shots)")
 def few_shot(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+    if suite.settings:
+        return _spelled_out(suite, "few-shot", seed, train)
     pairs = _labelled(_mixed_pairs(suite), train.train_cap)
     labelled = {t.pair for t in pairs}
     rng = random.Random(seed)

@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from bench.config import TrainConfig
 from bench.errors import BenchError
 from bench.registry import Registry
 from bench.task import TASKS, Kind, Source, Task
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingPairs:
+    """A setting a suite spells out instead of deriving it from its roles: the training pairs of
+    each model, and the pairs that select it. A pair reads `task/language`, with a split
+    `task/language@dev`, or a slice of one, `task/language@dev[:600]` (train on the first 600
+    of dev, select on `task/language@dev[600:]`). Without `select`, the dev split of every pair
+    trained on its train split selects the model."""
+
+    models: Mapping[str, tuple[str, ...]]  # model name -> its training pairs
+    select: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +45,9 @@ class Suite:
     method_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     language_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
     language_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # for reports
+    # setting name -> its pairs, for suites that spell settings out (files); empty: settings
+    # derive from main_source, extra_sources and targets
+    settings: Mapping[str, SettingPairs] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in self.sources:
@@ -57,11 +73,23 @@ class Suite:
             raise BenchError(f"--tasks {','.join(tasks)!r} names no labelled task")
         extra = {lang: t for lang, t in self.extra_sources.items() if t in keep}
         unlabelled = tuple(lang for lang in self.extra_sources if lang not in extra)
+        settings = {
+            name: SettingPairs(
+                models={
+                    model: kept
+                    for model, pairs in spec.models.items()
+                    if (kept := tuple(p for p in pairs if p.split("/")[0] in keep))
+                },
+                select=tuple(p for p in spec.select if p.split("/")[0] in keep),
+            )
+            for name, spec in self.settings.items()
+        }
         return dataclasses.replace(
             self,
             sources={n: s for n, s in self.sources.items() if n in keep or n == "mlm"},
             extra_sources=extra,
             targets=(*unlabelled, *self.targets),
+            settings=settings,
         )
 
     @property
@@ -87,3 +115,12 @@ class Suite:
 
 SuiteFactory = Callable[[], Suite]
 SUITES: Registry[SuiteFactory] = Registry("suite")
+
+
+def get(name: str) -> Suite:
+    """A registered suite by name, or a suite file (`path/to/suite.toml`)."""
+    if name.endswith(".toml"):
+        from bench import suitefile
+
+        return suitefile.load(Path(name))
+    return SUITES.get(name)()

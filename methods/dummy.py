@@ -19,7 +19,7 @@ class WordEmbeddingHeads(Model):
         super().__init__()
         self.embeddings = backbone.model.get_input_embeddings()
         self.embeddings.requires_grad_(False)  # also freezes the tied MLM decoder
-        mlm_head = backbone.mlm_head if config.mlm else None
+        mlm_head = backbone.head_for_mlm() if config.mlm else None
         self.heads = Heads(tasks, backbone.hidden_size, mlm_head=mlm_head)
 
     def forward(self, batch: dict[str, torch.Tensor], pair: Pair) -> Output:

@@ -7,9 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
-from bench import backbone
+from bench import backbone, params
 from bench.cli import main
+from bench.method import Backbone
 from bench.runner import load_backbone
+from methods.adapter import Adapter
 from tasks import synthetic
 
 
@@ -48,8 +50,30 @@ def test_altered_backbone_is_refused_with_the_rebuild_command(
 
 def test_random_init_keeps_the_shape_and_changes_the_weights():
     pretrained = AutoModelForMaskedLM.from_pretrained(backbone.DEMO_DIR)
-    model = load_backbone("demo", "random")
+    model, untrained = load_backbone("demo", "random")
+    assert untrained == frozenset()  # nothing is "lacking" from a model built untrained
     assert model.config.to_dict() == pretrained.config.to_dict()
     a = pretrained.bert.encoder.layer[0].attention.self.query.weight
     b = model.bert.encoder.layer[0].attention.self.query.weight
     assert a.shape == b.shape and not torch.equal(a, b)
+
+
+def test_an_encoder_published_without_mlm_head_trains_a_fresh_one_with_mlm(tmp_path):
+    """e5 ships its encoder alone: the MLM head transformers adds is random, so wherever MLM is
+    used it must train (and be counted), while the tied decoder stays the frozen embeddings."""
+    encoder = AutoModelForMaskedLM.from_pretrained(backbone.DEMO_DIR, attn_implementation="eager")
+    encoder.bert.save_pretrained(tmp_path)  # the encoder without its head
+    model, untrained = load_backbone(str(tmp_path), "pretrained")
+    assert untrained and all(name.startswith("cls.") for name in untrained)
+    config = Adapter.Config().with_values({"mlm": True})
+    plan, _ = params.stand_in_plan(2, 1)
+    shell = Backbone("encoder", model, None, "pretrained", untrained=untrained)
+    built = Adapter.build(shell, plan, params.stand_in_tasks(["ner", "mlm"]), config)
+    trainable = {n for n, p in built.named_parameters() if p.requires_grad}
+    assert "heads.mlm_head.predictions.transform.dense.weight" in trainable
+    assert not any("word_embeddings" in n or "decoder.weight" in n for n in trainable)
+    without = Adapter.build(
+        Backbone("encoder", load_backbone(str(tmp_path), "pretrained")[0], None, "pretrained"),
+        plan, params.stand_in_tasks(["ner", "mlm"]), config,
+    )  # fmt: skip
+    assert not any(".transform." in n for n, p in without.named_parameters() if p.requires_grad)

@@ -21,6 +21,11 @@ def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("demo")
     assert len(client.search_runs([experiment.experiment_id])) == 4
+    # a third seed with --reuse runs only that seed: the first two come from the store
+    more = [*args[:6], "3", *args[7:], "--reuse"]
+    assert main(more) == 0
+    assert len(client.search_runs([experiment.experiment_id])) == 6
+    assert report.read_text().count("| `dummy`") == 2
 
 
 def test_compare_refuses_an_unknown_method_before_running(tmp_path, capsys):

@@ -49,7 +49,7 @@ def model(prepared):
 
 
 def _batch(prepared, pair, split="train", n=8):
-    data = prepared.data[(pair, split)]
+    data = prepared.examples(pair, split)
     collator = Collator(prepared.tokenizer, 0.15, 0, torch.device("cpu"))
     return collator(data.examples(list(range(n))), data.kind)
 

@@ -31,7 +31,7 @@ def prepared(tmp_path_factory):
 
 def one_step(prepared, model):
     pair = Pair("pos", prepared.suite.main_source)
-    data = prepared.data[(pair, "train")]
+    data = prepared.examples(pair, "train")
     batch = Collator(prepared.tokenizer, 0.15, 0)(data.examples([0, 1, 2, 3]), data.kind)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
     model.train()
@@ -128,7 +128,7 @@ def test_madx_trains_language_adapters_once_per_language_and_caches_them(madx, d
 def test_madx_language_stage_trains_its_adapter_alone(madx, demo):
     p, plan, _, _ = madx
     stage = Madx.stages(plan, p.method_config)[0]
-    backbone = Backbone("demo", runner.load_backbone("demo", "pretrained"), p.tokenizer, "")
+    backbone = Backbone("demo", runner.load_backbone("demo", "pretrained")[0], p.tokenizer, "")
     model = stage.build(backbone, {"mlm": demo.task("mlm")})
     trainable = {n for n, param in model.named_parameters() if param.requires_grad}
     assert trainable and all(".lang_qaa." in n for n in trainable)  # MLM head frozen too
@@ -172,7 +172,7 @@ def test_madx_runs_each_pair_under_its_own_language_adapter(madx):
         layer[f"lang_{lang}"].register_forward_hook(lambda *_, lang=lang: calls.append(lang))
     target = Pair("pos", "qad")
     assert model.setup(target) == Stack("lang_qad", "task_pos")
-    data = p.data[(target, "test")]
+    data = p.examples(target, "test")
     batch = Collator(p.tokenizer, 0.15, 0)(data.examples([0, 1]), data.kind)
     model.prepare_eval(target)
     with torch.no_grad():

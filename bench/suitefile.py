@@ -1,0 +1,149 @@
+"""Suites as TOML files (`--suite path/to/suite.toml`): local data files and a local (or hub)
+backbone, for offline clusters and for benchmarks of one's own.
+
+    name = "shared"                         # default: the file's name
+    description = "..."
+    backbone = "${BENCH_E5_DIR}"            # a model folder (relative to this file) or a hub id
+
+    [train]                                 # the budget: any train.* option
+    max_steps = 600
+
+    [method.hyperx]                         # method option defaults for this suite
+    bottleneck = 64
+
+    [tasks.ner]
+    labels = ["O", "B-PER", "I-PER", ...]   # pos and nli default to UPOS and the 3 NLI labels
+    label_map = { B-DATE = "O", I-DATE = "O" }
+    files.hau = { train = "...", dev = "...", test = "..." }
+
+    [settings.mixed]                        # the pairs each setting trains and selects on
+    train = ["pos/eng@dev[:1800]", "pos/tur", "ner/hau"]
+    select = ["pos/eng@dev[1800:]", "pos/tur", "ner/hau"]
+
+Strings may use environment variables (`${BENCH_DATA_DIR}`); languages may be written as ISO
+639-1, 639-3 or BCP-47 codes and are ISO 639-3 inside. A setting with several models lists them
+as `[settings.single-task.models]`, one list of training pairs per model name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bench.config import TrainConfig
+from bench.errors import BenchError
+from bench.languages import iso639_3
+from bench.settings import SETTINGS, parse_spec
+from bench.suites import SettingPairs, Suite
+from bench.task import TASKS, Kind
+from tasks import formats
+from tasks.files import FileSource
+
+KEYS = ("name", "description", "backbone", "train", "method", "tasks", "settings")
+DEFAULT_LABELS = {"pos": formats.UPOS, "nli": formats.NLI_LABELS, "mlm": ()}
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def load(path: Path) -> Suite:
+    if not path.is_file():
+        raise BenchError(f"suite file {path} does not exist")
+    try:
+        data = _expand(tomllib.loads(path.read_text(encoding="utf-8")), path)
+    except tomllib.TOMLDecodeError as error:
+        raise BenchError(f"suite file {path} is not valid TOML: {error}") from None
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise BenchError(
+            f"suite file {path}: unknown keys {', '.join(unknown)}; valid: {', '.join(KEYS)}"
+        )
+    if "backbone" not in data or not data.get("tasks") or not data.get("settings"):
+        raise BenchError(f"suite file {path} needs `backbone`, `[tasks.*]` and `[settings.*]`")
+    base = path.resolve().parent
+    sources = {name: _source(name, spec, base, path) for name, spec in data["tasks"].items()}
+    settings = {name: _setting(name, spec, path) for name, spec in data["settings"].items()}
+    trained = [
+        parse_spec(item, "train")[0].language
+        for spec in settings.values()
+        for items in spec.models.values()
+        for item in items
+    ]
+    described = [lang for source in sources.values() for lang in source.files]
+    languages = list(dict.fromkeys([*trained, *described]))
+    return Suite(
+        name=str(data.get("name", path.stem)),
+        description=str(data.get("description", f"suite file {path}")),
+        backbone=_backbone(str(data["backbone"]), base),
+        sources=sources,
+        main_source=languages[0],
+        extra_sources={},
+        targets=tuple(languages[1:]),
+        train=TrainConfig().with_values(data.get("train", {})),
+        method_options=dict(data.get("method", {})),
+        settings=settings,
+    )
+
+
+def _expand(value: Any, path: Path) -> Any:
+    """Environment variables in every string; an unset one is an error naming it."""
+    if isinstance(value, dict):
+        return {k: _expand(v, path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, path) for v in value]
+    if not isinstance(value, str):
+        return value
+    for match in _VARIABLE.finditer(value):
+        name = match[1] or match[2]
+        if name not in os.environ:
+            raise BenchError(f"suite file {path} uses ${{{name}}}, which is not set")
+    return os.path.expandvars(value)
+
+
+def _backbone(spec: str, base: Path) -> str:
+    """A folder (relative to the suite file) is a path; `org/name` that is no folder, a hub id."""
+    candidate = Path(spec) if Path(spec).is_absolute() else base / spec
+    if candidate.is_dir() or spec.startswith((".", "/", "~")):
+        return str(candidate)
+    return spec
+
+
+def _source(name: str, spec: dict, base: Path, path: Path) -> FileSource:
+    family = TASKS.get(name)
+    labels = tuple(spec.get("labels", DEFAULT_LABELS.get(family.name, ())))
+    if family.kind is not Kind.MLM and not labels:
+        raise BenchError(f"suite file {path}: [tasks.{name}] needs `labels` (the label set)")
+    files: dict[str, dict[str, Path]] = {}
+    for language, splits in spec.get("files", {}).items():
+        code = iso639_3(language)
+        for split, file in splits.items():
+            file_path = Path(file) if Path(file).is_absolute() else base / file
+            if not file_path.is_file():
+                raise BenchError(
+                    f"suite file {path}: {name}/{language} {split} file {file_path} does not exist"
+                )
+            files.setdefault(code, {})[split] = file_path
+    if not files:
+        raise BenchError(f"suite file {path}: [tasks.{name}] lists no files")
+    return FileSource(family.kind, files, labels, spec.get("label_map"))
+
+
+def _setting(name: str, spec: dict, path: Path) -> SettingPairs:
+    SETTINGS.get(name)  # an unknown setting name fails here, listing the valid ones
+    models = {"all": spec["train"]} if "train" in spec else dict(spec.get("models", {}))
+    if not models or not all(models.values()):
+        raise BenchError(f"suite file {path}: [settings.{name}] needs `train` or `models`")
+    return SettingPairs(
+        models={model: tuple(map(_normalise, pairs)) for model, pairs in models.items()},
+        select=tuple(map(_normalise, spec.get("select", ()))),
+    )
+
+
+def _normalise(item: str) -> str:
+    """`pos/en@dev` -> `pos/eng@dev`: pairs name languages as the harness does."""
+    task, slash, rest = item.strip().partition("/")
+    if not slash:
+        return item  # parse_spec names the problem
+    language, at, split = rest.partition("@")
+    return f"{task}/{iso639_3(language)}{at}{split}"

@@ -1,0 +1,86 @@
+"""Local data files as a task's source: one file per (language, split), read by `tasks.formats`.
+
+This is how suites run on an offline cluster: the files are the originals (CoNLL-U treebanks,
+two-column NER files, NLI TSV, plain text), and a suite names them. A label outside the task's
+label set is an error naming the file, unless the suite maps it (MasakhaNER's DATE to `O`, say,
+for a suite whose NER follows WikiANN's three types).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import datasets
+
+from bench.errors import BenchError
+from bench.task import COLUMNS, Kind
+from tasks import formats
+
+
+class FileSource:
+    def __init__(
+        self,
+        kind: Kind,
+        files: Mapping[str, Mapping[str, Path]],
+        labels: tuple[str, ...] = (),
+        label_map: Mapping[str, str] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.files = {
+            lang: {split: Path(p) for split, p in splits.items()} for lang, splits in files.items()
+        }
+        self._labels = tuple(labels)
+        self.label_map = dict(label_map or {})
+        if kind is not Kind.MLM and not self._labels:
+            raise BenchError("a labelled task's files need its label set (`labels`)")
+
+    def labels(self) -> tuple[str, ...]:
+        return self._labels
+
+    def splits(self, language: str) -> tuple[str, ...]:
+        return tuple(self.files.get(language, {}))
+
+    def path(self, language: str, split: str) -> Path:
+        return self.files[language][split]
+
+    def load(self, language: str, split: str) -> datasets.Dataset:
+        path = self.path(language, split)
+        rows = self._read(path)
+        return datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in COLUMNS[self.kind]})
+
+    @functools.cache  # noqa: B019 - a source lives as long as its suite; files are read once
+    def _read(self, path: Path) -> list[dict]:
+        tag_format = "conllu" if path.suffix == ".conllu" else "conll"
+        parsed = formats.read(path, self.kind, tag_format=tag_format)
+        parsed.raise_problems(path)
+        if self.kind is Kind.MLM:
+            return parsed.rows
+        field = "tags" if self.kind is Kind.TOKEN else "label"
+        mapped = [{**row, field: self._map(row[field])} for row in parsed.rows]
+        seen = {t for row in mapped for t in (row[field] if field == "tags" else [row[field]])}
+        unknown = sorted(seen - set(self._labels))
+        if unknown:
+            raise BenchError(
+                f"{path} has labels {', '.join(unknown)} outside the task's "
+                f"{', '.join(self._labels)}; add them to `labels` or map them (`label_map`)"
+            )
+        return mapped
+
+    def _map(self, value):
+        if isinstance(value, list):
+            return [self.label_map.get(v, v) for v in value]
+        return self.label_map.get(value, value)
+
+    def fingerprint(self, language: str, split: str) -> str:
+        digest = _file_digest(self.path(language, split))
+        mapping = json.dumps(self.label_map, sort_keys=True)
+        return f"file-{digest}-{hashlib.sha256(mapping.encode()).hexdigest()[:8]}"
+
+
+@functools.cache
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:24]

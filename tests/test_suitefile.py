@@ -1,0 +1,137 @@
+"""Suites as TOML files over local data files: loading, spelled-out settings, and bad input."""
+
+from pathlib import Path
+
+import pytest
+from shared_data import SHARED, needs_shared
+from test_formats import CONLLU
+
+from bench import runner, suites
+from bench.cli import main
+from bench.errors import BenchError
+from bench.settings import SETTINGS
+
+ROOT = Path(__file__).resolve().parents[1]
+NER = "Ada B-PER\nLovelace I-PER\nin O\nLondon B-LOC\n\n" * 6
+
+
+@pytest.fixture()
+def suite_file(tmp_path, monkeypatch):
+    """A two-language suite over files written here; `${DATA}` names their folder."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        (data / f"en-{split}.conllu").write_text(CONLLU * 3)
+        (data / f"de-{split}.txt").write_text(NER)
+    (data / "de.txt").write_text("Ein Satz.\nNoch einer.\n")
+    monkeypatch.setenv("DATA", str(data))
+    path = tmp_path / "mine.toml"
+    path.write_text(f'''
+backbone = "{ROOT / "backbones" / "demo"}"
+[train]
+max_steps = 5
+[tasks.pos.files.en]
+train = "${{DATA}}/en-train.conllu"
+dev = "${{DATA}}/en-dev.conllu"
+test = "${{DATA}}/en-test.conllu"
+[tasks.pos.files.de]
+test = "${{DATA}}/en-test.conllu"
+[tasks.ner]
+labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+[tasks.ner.files.de]
+train = "${{DATA}}/de-train.txt"
+dev = "${{DATA}}/de-dev.txt"
+test = "${{DATA}}/de-test.txt"
+[tasks.mlm.files]
+de = {{ train = "${{DATA}}/de.txt" }}
+[settings.mixed]
+train = ["pos/en", "ner/de@train[:4]"]
+[settings.single-task.models]
+pos = ["pos/eng"]
+ner = ["ner/deu"]
+''')
+    return path
+
+
+def test_suite_file_loads_with_iso_639_3_languages(suite_file):
+    suite = suites.get(str(suite_file))
+    assert suite.name == "mine" and suite.languages == ("eng", "deu")
+    assert suite.labelled_tasks == ("pos", "ner") and suite.text_languages == ("deu",)
+    assert suite.train.max_steps == 5
+    rows = suite.task("ner").load("deu", "train")
+    assert len(rows) == 6 and rows[0]["tags"] == ["B-PER", "I-PER", "O", "B-LOC"]
+
+
+def test_spelled_out_mixed_plan(suite_file):
+    suite = suites.get(str(suite_file))
+    (model,) = SETTINGS.get("mixed").build(suite, 0, suite.train).models
+    assert [(str(t.pair), t.split, t.indices) for t in model.train] == [
+        ("pos/eng", "train", None),
+        ("ner/deu", "train", (0, 1, 2, 3)),
+    ]
+    assert {(str(e.pair), e.split) for e in model.selection} == {
+        ("pos/eng", "dev"),
+        ("ner/deu", "dev"),
+    }
+    roles = {str(e.pair): e.role for e in model.eval}
+    assert roles == {"pos/eng": "source", "pos/deu": "target", "ner/deu": "source"}
+    assert [str(t.pair) for t in model.mlm] == ["mlm/deu"]
+    single = SETTINGS.get("single-task").build(suite, 0, suite.train)
+    assert [m.name for m in single.models] == ["pos", "ner"]
+
+
+def test_a_run_on_a_suite_file_trains_and_evaluates(suite_file, tmp_path):
+    out = tmp_path / "runs"
+    args = ["run", "--method", "dummy", "--suite", str(suite_file), "--output", str(out)]
+    assert main([*args, "--no-progress", "--max-steps", "4", "--eval-every", "2"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("[train]", "[trainer]\n[train]"), "unknown keys trainer"),
+        (("/en-dev.conllu", "/missing.conllu"), "missing.conllu does not exist"),
+        (('"pos/en", ', '"pos/en@test", '), "trains on a test split"),
+        (('"pos/en", ', '"pos/xx", '), "'xx' is not an ISO 639-1"),
+        (('"pos/en", ', '"pos/en@dev[1:2:3]", '), "is invalid; write task/language"),
+        (("[settings.mixed]", "[settings.mixt]"), "mixt"),
+        (('labels = ["O", ', "labels = ["), "outside the task's"),
+    ],
+)
+def test_bad_suite_files_fail_with_one_line(suite_file, edit, message, capsys):
+    suite_file.write_text(suite_file.read_text().replace(*edit, 1))
+    assert main(["plan", "--suite", str(suite_file)]) == 2 or pytest.fail("accepted")
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_unset_variable_is_named(suite_file, monkeypatch, capsys):
+    monkeypatch.delenv("DATA")
+    with pytest.raises(BenchError, match=r"\$\{DATA\}"):
+        suites.get(str(suite_file))
+
+
+@needs_shared
+def test_shared_suite_plans_the_papers_mixed_layout(monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_DATA_DIR", str(SHARED))
+    monkeypatch.setenv("BENCH_E5_DIR", "e5-small")
+    assert main(["plan", "--suite", str(ROOT / "suites" / "shared.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "pos: eng (1800 of dev) tur | ner: hau swa yor | nli: quy (643 of dev)" in out
+    assert "eval target  pos: yor mlt tgl | ner: ibo pcm | nli: aym grn nah shp" in out
+
+
+def test_training_on_part_of_a_split_and_selecting_on_the_rest_keeps_them_apart(
+    suite_file, tmp_path
+):
+    select = 'select = ["pos/en", "ner/de@train[4:]"]\n'
+    head, _, tail = suite_file.read_text().partition("[settings.single-task.models]")
+    suite_file.write_text(f"{head}{select}[settings.single-task.models]{tail}")
+    request = runner.Request(method="dummy", suite=str(suite_file), output=tmp_path, progress=False)
+    prepared = runner.prepare(request)
+    (model,) = prepared.plan.models
+    trained = next(t for t in model.train if t.pair.task == "ner")
+    selected = next(e for e in model.selection if e.pair.task == "ner")
+    assert (trained.split, selected.split) == ("train", "train")
+    assert len(prepared.data[runner.data_key(trained)]) == 4
+    assert len(prepared.data[runner.data_key(selected)]) == 2
