@@ -131,6 +131,9 @@ def render(cells: list[Cell], *, suite: str, command: str) -> str:
         "mean ± standard deviation over seeds; one MLflow run per seed. *Trained params* counts",
         "what the run trains plus what the method trained before it and froze (MAD-X's language",
         "adapters); *train s* is the run's training loop, without those stages (see below).",
+        "Each setting averages over its own targets (mixed trains on more languages, so fewer",
+        "pairs are targets, and the unseen task-language combinations among them): compare",
+        "methods within a setting.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -155,7 +158,33 @@ def render(cells: list[Cell], *, suite: str, command: str) -> str:
         for c in staged:
             count, seconds = sum(c.values("stages/trained")), sum(c.values("time/stages_s"))
             lines.append(f"- `{c.method}` ({c.setting}): {count:.0f} stages in {seconds:.0f} s")
+    lines += ["", "Best method per setting and task (computed):", ""]
+    lines += _reading(cells, tasks)
     return "\n".join(lines) + "\n"
+
+
+def _reading(cells: list[Cell], tasks: list[str]) -> list[str]:
+    """Per setting and task: the best mean, and whether its lead over the next is larger than
+    the standard deviation of either (else the two are not told apart by these seeds)."""
+    lines = []
+    for setting in dict.fromkeys(c.setting for c in cells):
+        for task in tasks:
+            key = f"eval/{task}/avg_target"
+            scored = [
+                (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, c.method)
+                for c in cells
+                if c.setting == setting and (v := c.values(key))
+            ]
+            if len(scored) < 2:
+                continue
+            (best, best_sd, winner), (second, second_sd, runner_up) = sorted(scored)[::-1][:2]
+            lead = best - second
+            verdict = "clear" if lead > max(best_sd, second_sd) else "within the seeds' spread"
+            lines.append(
+                f"- {setting}, {task}: `{winner}` {best:.1f}, then `{runner_up}` {second:.1f} "
+                f"(lead {lead:.1f}: {verdict})"
+            )
+    return lines
 
 
 _STAGED = "params/stage_trained"
