@@ -148,4 +148,7 @@ class TrainConfig(Config):
     mlm_probability: float = option(0.15, "masking rate of the MLM task", gt=0, le=1)
     train_cap: int | None = option(None, "at most this many examples per labelled train pair", gt=0)
     mlm_cap: int = option(20000, "unlabelled sentences per MLM language", gt=0)
+    eval_cap: int | None = option(
+        None, "at most this many examples per evaluated pair (the first of its split)", gt=0
+    )
     shots: int = option(10, "few-shot: labelled examples per target pair", gt=0)

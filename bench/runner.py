@@ -116,7 +116,8 @@ def prepare(request: Request) -> Prepared:
             if data_key(e) not in data:
                 data[data_key(e)] = load_pair(
                     suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
-                    max_length=train.max_length, exclude=e.exclude, cache_dir=cache,
+                    max_length=train.max_length, exclude=e.exclude, cap=train.eval_cap,
+                    cache_dir=cache,
                 )  # fmt: skip
         targets = {e.pair for e in model.eval if e.role == "target"}  # few shots are no source
         for task in model.tasks:

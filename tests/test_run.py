@@ -98,3 +98,11 @@ def test_every_setting_runs(tmp_path, setting):
 def test_mlm_pairs_train_when_the_method_uses_them(tmp_path):
     result = tiny_run(tmp_path, method="full-ft", method_options={"mlm": True})
     assert result.metrics["params/trainable"] == result.metrics["params/total"]
+
+
+def test_eval_cap_evaluates_the_first_examples_of_each_pair(tmp_path, demo):
+    result = tiny_run(tmp_path, train={"eval_cap": 7})
+    assert {len(r.gold) for r in result.pairs} == {7}
+    full = demo.task("pos").load("qad", "test")
+    (qad,) = [r for r in result.pairs if (r.task, r.language) == ("pos", "qad")]
+    assert len(full) > 7 and len(qad.gold[0]) == len(full[0]["tags"])  # the split's first ones
