@@ -40,7 +40,7 @@ from bench.settings import SETTINGS, parse_spec
 from bench.suites import SettingPairs, Suite
 from bench.task import TASKS, Kind
 from tasks import formats
-from tasks.files import FileSource
+from tasks.files import FileSource, is_url
 
 KEYS = ("name", "description", "backbone", "train", "method", "tasks", "settings")
 DEFAULT_LABELS = {"pos": formats.UPOS, "nli": formats.NLI_LABELS, "mlm": ()}
@@ -114,10 +114,13 @@ def _source(name: str, spec: dict, base: Path, path: Path) -> FileSource:
     labels = tuple(spec.get("labels", DEFAULT_LABELS.get(family.name, ())))
     if family.kind is not Kind.MLM and not labels:
         raise BenchError(f"suite file {path}: [tasks.{name}] needs `labels` (the label set)")
-    files: dict[str, dict[str, Path]] = {}
+    files: dict[str, dict[str, Path | str]] = {}
     for language, splits in spec.get("files", {}).items():
         code = iso639_3(language)
         for split, file in splits.items():
+            if is_url(file):
+                files.setdefault(code, {})[split] = file
+                continue
             file_path = Path(file) if Path(file).is_absolute() else base / file
             if not file_path.is_file():
                 raise BenchError(

@@ -1,9 +1,12 @@
-"""Local data files as a task's source: one file per (language, split), read by `tasks.formats`.
+"""Data files as a task's source: one file per (language, split), read by `tasks.formats`.
 
 This is how suites run on an offline cluster: the files are the originals (CoNLL-U treebanks,
-two-column NER files, NLI TSV, plain text), and a suite names them. A label outside the task's
-label set is an error naming the file, unless the suite maps it (MasakhaNER's DATE to `O`, say,
-for a suite whose NER follows WikiANN's three types).
+two-column NER files, NLI TSV, plain text), and a suite names them. A file may also be a URL
+that pins its content (a repository at a release tag, such as UD's `r2.15`): it is downloaded
+once into the `datasets` cache, and a run without network names the URL and the way out.
+
+A label outside the task's label set is an error naming the file, unless the suite maps it
+(MasakhaNER's DATE to `O`, say, for a suite whose NER follows WikiANN's three types).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import datasets
+from datasets.utils.file_utils import cached_path
 
 from bench.errors import BenchError
 from bench.task import COLUMNS, Kind
@@ -25,13 +29,14 @@ class FileSource:
     def __init__(
         self,
         kind: Kind,
-        files: Mapping[str, Mapping[str, Path]],
+        files: Mapping[str, Mapping[str, Path | str]],
         labels: tuple[str, ...] = (),
         label_map: Mapping[str, str] | None = None,
     ) -> None:
         self.kind = kind
         self.files = {
-            lang: {split: Path(p) for split, p in splits.items()} for lang, splits in files.items()
+            lang: {split: p if is_url(p) else Path(p) for split, p in splits.items()}
+            for lang, splits in files.items()
         }
         self._labels = tuple(labels)
         self.label_map = dict(label_map or {})
@@ -44,18 +49,17 @@ class FileSource:
     def splits(self, language: str) -> tuple[str, ...]:
         return tuple(self.files.get(language, {}))
 
-    def path(self, language: str, split: str) -> Path:
+    def path(self, language: str, split: str) -> Path | str:
         return self.files[language][split]
 
     def load(self, language: str, split: str) -> datasets.Dataset:
-        path = self.path(language, split)
-        rows = self._read(path)
+        rows = self._read(self.path(language, split))
         return datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in COLUMNS[self.kind]})
 
     @functools.cache  # noqa: B019 - a source lives as long as its suite; files are read once
-    def _read(self, path: Path) -> list[dict]:
-        tag_format = "conllu" if path.suffix == ".conllu" else "conll"
-        parsed = formats.read(path, self.kind, tag_format=tag_format)
+    def _read(self, path: Path | str) -> list[dict]:
+        tag_format = "conllu" if str(path).endswith(".conllu") else "conll"
+        parsed = formats.read(_local(path), self.kind, tag_format=tag_format)
         parsed.raise_problems(path)
         if self.kind is Kind.MLM:
             return parsed.rows
@@ -76,7 +80,11 @@ class FileSource:
         return self.label_map.get(value, value)
 
     def fingerprint(self, language: str, split: str) -> str:
-        digest = _file_digest(self.path(language, split))
+        location = self.path(language, split)
+        if is_url(location):  # a pinned URL: its content does not change
+            digest = hashlib.sha256(str(location).encode()).hexdigest()[:24]
+        else:
+            digest = _file_digest(location)
         mapping = json.dumps(self.label_map, sort_keys=True)
         return f"file-{digest}-{hashlib.sha256(mapping.encode()).hexdigest()[:8]}"
 
@@ -84,3 +92,21 @@ class FileSource:
 @functools.cache
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+
+
+def is_url(location: Path | str) -> bool:
+    return isinstance(location, str) and location.startswith(("http://", "https://"))
+
+
+@functools.cache
+def _local(location: Path | str) -> Path:
+    """A local file for `location`: itself, or a URL's download in the `datasets` cache."""
+    if not is_url(location):
+        return Path(location)
+    try:
+        return Path(cached_path(str(location)))
+    except (OSError, ValueError) as error:  # offline mode is a ConnectionError, an OSError
+        raise BenchError(
+            f"{location} cannot be downloaded ({type(error).__name__}: {str(error)[:120]}); "
+            "run once where it can be reached (HF_DATASETS_OFFLINE unset), or use local files"
+        ) from None

@@ -50,7 +50,7 @@ class Parsed:
     problems: list[Problem]  # the file is malformed: it cannot be used
     warnings: list[Problem] = dataclasses.field(default_factory=list)  # kept as published
 
-    def raise_problems(self, path: Path) -> None:
+    def raise_problems(self, path: Path | str) -> None:
         if self.problems:
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
             raise BenchError(f"{path}: {self.problems[0]}{more}; `bench data check` lists them")

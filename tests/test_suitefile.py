@@ -1,7 +1,11 @@
 """Suites as TOML files over local data files: loading, spelled-out settings, and bad input."""
 
+import functools
+import http.server
+import threading
 from pathlib import Path
 
+import datasets
 import pytest
 from shared_data import SHARED, needs_shared
 from test_formats import CONLLU
@@ -10,6 +14,9 @@ from bench import runner, suites
 from bench.cli import main
 from bench.errors import BenchError
 from bench.settings import SETTINGS
+from bench.task import Kind
+from tasks import formats
+from tasks.files import FileSource
 
 ROOT = Path(__file__).resolve().parents[1]
 NER = "Ada B-PER\nLovelace I-PER\nin O\nLondon B-LOC\n\n" * 6
@@ -135,3 +142,36 @@ def test_training_on_part_of_a_split_and_selecting_on_the_rest_keeps_them_apart(
     assert (trained.split, selected.split) == ("train", "train")
     assert len(prepared.data[runner.data_key(trained)]) == 4
     assert len(prepared.data[runner.data_key(selected)]) == 2
+
+
+@pytest.fixture()
+def served(tmp_path):
+    """An HTTP server on localhost over `tmp_path`: a stand-in for a release tag's raw files."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_files_at_urls_are_downloaded_once_and_refused_offline(
+    suite_file, served, tmp_path, monkeypatch
+):
+    release = tmp_path / "UD_English-Test" / "r2.15"
+    release.mkdir(parents=True)
+    (release / "en_test-ud-test.conllu").write_text(CONLLU)
+    url = f"{served}/UD_English-Test/r2.15/en_test-ud-test.conllu"
+    text = suite_file.read_text().replace('test = "${DATA}/en-test.conllu"', f'test = "{url}"', 1)
+    suite_file.write_text(text)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    suite = suites.get(str(suite_file))
+    assert suite.task("pos").source.path("eng", "test") == url
+    assert len(suite.task("pos").load("eng", "test")) == 2
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    other = f"{served}/UD_English-Test/r2.15/other.conllu"
+    source = FileSource(Kind.TOKEN, {"eng": {"test": other}}, formats.UPOS)
+    with pytest.raises(BenchError, match=r"other\.conllu cannot be downloaded"):
+        source.load("eng", "test")
