@@ -17,7 +17,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from bench import runner
-from bench.tracking import resolve_uri
+from bench.tracking import param_text, resolve_uri
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 
@@ -75,7 +75,8 @@ def run_grid(
     with context.Pool(1, maxtasksperchild=1) as pool:
         for (method, setting), batch in requests.items():
             results = [
-                finished.get(_key(request)) or pool.apply(_execute, (request,)) for request in batch
+                (finished and finished.get(_key(request))) or pool.apply(_execute, (request,))
+                for request in batch
             ]
             cells.append(
                 Cell(
@@ -91,11 +92,7 @@ def run_grid(
 def _key(request: runner.Request) -> tuple:
     suite, _, method_config, train, _ = runner.resolve(request)
     params = runner.run_params(request, suite, method_config, train)
-    return tuple(sorted((k, _text(v)) for k, v in params.items()))
-
-
-def _text(value) -> str:
-    return "None" if value is None else str(value)
+    return tuple(sorted((k, param_text(v)) for k, v in params.items()))
 
 
 def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict[str, float]]]:

@@ -16,9 +16,8 @@ SHOWN = 10  # problems and warnings listed in full; the rest are counted
 def check(path: Path, task: str) -> tuple[str, formats.Parsed]:
     """The report on `path` read as data of `task`, and what was parsed."""
     family = TASKS.get(task)
-    tag_format = "conllu" if Path(path).suffix == ".conllu" else "conll"
-    parsed = formats.read(Path(path), family.kind, tag_format=tag_format)
-    fmt = {Kind.SENTENCE: "tsv", Kind.MLM: "text"}.get(family.kind, tag_format)
+    parsed = formats.read(Path(path), family.kind)
+    fmt = formats.format_of(Path(path).name, family.kind)
     unit = {Kind.TOKEN: "sentences", Kind.SENTENCE: "examples", Kind.MLM: "lines"}[family.kind]
     lines = [
         f"{path}: {fmt}, read as {family.name}",

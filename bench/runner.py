@@ -279,7 +279,8 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         stages_trained += trained
         transformers.set_seed(request.seed)
         model = build_model(prepared, model_plan, folders).to(prepared.device)
-        tracker.tags({f"note.{key}": value for key, value in model.notes().items()})
+        if notes := model.notes():
+            tracker.tags({f"note.{key}": value for key, value in notes.items()})
         collator = Collator(
             prepared.tokenizer, prepared.train.mlm_probability, request.seed, prepared.device
         )
@@ -343,9 +344,9 @@ def build_model(
     """The method's model for `model_plan`; `stages` holds the folders of its trained stages
     (`run_stages`), and is required when the method has any."""
     suite, request = prepared.suite, prepared.request
-    needed = {stage.name for stage in prepared.stages[model_plan.name]}
-    if needed - set(stages or {}):
-        raise ValueError(f"stages {sorted(needed - set(stages or {}))} are not trained yet")
+    missing = {stage.name for stage in prepared.stages[model_plan.name]} - set(stages or {})
+    if missing:
+        raise ValueError(f"stages {sorted(missing)} are not trained yet")
     model, untrained = load_backbone(suite.backbone, request.backbone_init)
     backbone = Backbone(
         suite.backbone, model, prepared.tokenizer, request.backbone_init, dict(stages or {}),
@@ -360,24 +361,21 @@ def run_stages(prepared: Prepared, plan: ModelPlan, tracker: Tracker) -> tuple[d
     """Trains the stages of `plan` that are not cached yet; returns (stage name -> folder, how
     many were trained now)."""
     folders, trained = {}, 0
+    backbone = backbone_identity(prepared.suite.backbone)
+    cache = prepared.request.output / "cache" / "stages"
     for stage in prepared.stages[plan.name]:
-        folder = stage_folder(prepared, stage)
+        key = _stage_key(prepared, stage, backbone)
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        # a folder named by everything that changes what the stage learns
+        folder = cache / f"{prepared.method.name}-{stage.name}-{digest}"
         if not folder.is_dir():
-            _train_stage(prepared, stage, folder, tracker)
+            _train_stage(prepared, stage, folder, tracker, key)
             trained += 1
         folders[stage.name] = folder
     return folders, trained
 
 
-def stage_folder(prepared: Prepared, stage: Stage) -> Path:
-    """Where a stage is cached: named by everything that changes what it learns."""
-    key = json.dumps(_stage_key(prepared, stage), sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    name = f"{prepared.method.name}-{stage.name}-{digest}"
-    return prepared.request.output / "cache" / "stages" / name
-
-
-def _stage_key(prepared: Prepared, stage: Stage) -> dict[str, Any]:
+def _stage_key(prepared: Prepared, stage: Stage, backbone: str) -> dict[str, Any]:
     request = prepared.request
     return {
         "method": prepared.method.name,
@@ -387,7 +385,7 @@ def _stage_key(prepared: Prepared, stage: Stage) -> dict[str, Any]:
         "loop": [prepared.train.warmup_ratio, prepared.train.max_grad_norm],
         "masking": prepared.train.mlm_probability,
         "temperature": prepared.train.temperature if len(stage.pairs) > 1 else None,
-        "backbone": backbone_identity(prepared.suite.backbone),
+        "backbone": backbone,
         "init": request.backbone_init,
         # a random backbone is drawn with the run's seed: its stages are that seed's alone
         "backbone_seed": request.seed if request.backbone_init == "random" else None,
@@ -395,7 +393,9 @@ def _stage_key(prepared: Prepared, stage: Stage) -> dict[str, Any]:
     }
 
 
-def _train_stage(prepared: Prepared, stage: Stage, folder: Path, tracker: Tracker) -> None:
+def _train_stage(
+    prepared: Prepared, stage: Stage, folder: Path, tracker: Tracker, key: dict[str, Any]
+) -> None:
     request, suite = prepared.request, prepared.suite
     transformers.set_seed(request.seed)  # the random backbone of this run, if random
     model, untrained = load_backbone(suite.backbone, request.backbone_init)
@@ -417,7 +417,6 @@ def _train_stage(prepared: Prepared, stage: Stage, folder: Path, tracker: Tracke
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     stage.save(model, partial)
-    key = _stage_key(prepared, stage)
     (partial / "stage.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
     partial.rename(folder)  # a crash mid-save never leaves a folder that looks complete
 

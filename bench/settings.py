@@ -119,8 +119,16 @@ SETTINGS: Registry[Setting] = Registry("setting")
 
 
 def _setting(name: str, description: str):
+    """Registers a setting's Plan builder; suites that spell their settings out (`Suite.settings`)
+    get the Plan they list instead of the derived one."""
+
     def decorator(build: Callable[[Suite, int, TrainConfig], Plan]):
-        SETTINGS.add(name, Setting(name, description, build))
+        def plan(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+            if suite.settings:
+                return _spelled_out(suite, name, seed, train)
+            return build(suite, seed, train)
+
+        SETTINGS.add(name, Setting(name, description, plan))
         return build
 
     return decorator
@@ -137,7 +145,9 @@ def _spelled_out(suite: Suite, name: str, seed: int, train: TrainConfig) -> Plan
         pairs = [_train_spec(suite, item, train) for item in items]
         tasks = tuple(dict.fromkeys(t.pair.task for t in pairs))
         selection = [
-            _select_spec(suite, item) for item in spec.select if item.split("/")[0] in tasks
+            _select_spec(suite, item)
+            for item in spec.select
+            if parse_spec(item, "dev")[0].task in tasks
         ] or [
             EvalPair(t.pair, "dev", "source")
             for t in pairs
@@ -183,30 +193,32 @@ def parse_spec(text: str, default_split: str) -> tuple[Pair, str, slice | None]:
     return Pair(match["task"], match["lang"]), match["split"] or default_split, part
 
 
-def _indices(suite: Suite, pair: Pair, split: str, part: slice | None) -> tuple[int, ...] | None:
+def _part(suite: Suite, pair: Pair, split: str, part: slice | None) -> tuple[range, range] | None:
+    """(the examples a slice keeps, all of the split's), or None when the split is whole."""
     task = suite.task(pair.task)
     if split not in task.source.splits(pair.language):
         have = ", ".join(task.source.splits(pair.language)) or "none"
         raise BenchError(f"pair {pair}@{split}: {pair} has no {split!r} split (it has: {have})")
     if part is None:
         return None
-    return tuple(range(len(task.load(pair.language, split)))[part])
+    whole = range(len(task.load(pair.language, split)))
+    return whole[part], whole
 
 
 def _train_spec(suite: Suite, text: str, train: TrainConfig) -> TrainPair:
     pair, split, part = parse_spec(text, "train")
     if split == "test":
         raise BenchError(f"pair {text!r} trains on a test split; the harness never does")
-    return TrainPair(pair, split, train.train_cap, _indices(suite, pair, split, part))
+    sliced = _part(suite, pair, split, part)
+    return TrainPair(pair, split, train.train_cap, tuple(sliced[0]) if sliced else None)
 
 
 def _select_spec(suite: Suite, text: str) -> EvalPair:
     pair, split, part = parse_spec(text, "dev")
     if split == "test":
         raise BenchError(f"pair {text!r} selects on a test split; model selection never does")
-    kept = _indices(suite, pair, split, part)
-    size = len(suite.task(pair.task).load(pair.language, split)) if kept is not None else 0
-    excluded = tuple(sorted(set(range(size)) - set(kept))) if kept is not None else ()
+    sliced = _part(suite, pair, split, part)
+    excluded = tuple(sorted(set(sliced[1]) - set(sliced[0]))) if sliced else ()
     return EvalPair(pair, split, "source", excluded)
 
 
@@ -240,8 +252,6 @@ def _labelled(pairs, cap: int | None) -> list[TrainPair]:
 
 @_setting("single-task", "one model per task, each trained on the main source language only")
 def single_task(suite: Suite, seed: int, train: TrainConfig) -> Plan:
-    if suite.settings:
-        return _spelled_out(suite, "single-task", seed, train)
     models = tuple(
         _model(
             suite, task, _labelled([Pair(task, suite.main_source)], train.train_cap), (task,), train
@@ -257,8 +267,6 @@ def _multi_task_pairs(suite: Suite) -> list[Pair]:
 
 @_setting("multi-task", "one model trained on every task of the main source language")
 def multi_task(suite: Suite, seed: int, train: TrainConfig) -> Plan:
-    if suite.settings:
-        return _spelled_out(suite, "multi-task", seed, train)
     pairs = _labelled(_multi_task_pairs(suite), train.train_cap)
     return Plan(
         suite.name, "multi-task", seed, (_model(suite, "all", pairs, suite.labelled_tasks, train),)
@@ -272,8 +280,6 @@ def _mixed_pairs(suite: Suite) -> list[Pair]:
 
 @_setting("mixed", "multi-task on the main source plus one task in each extra source language")
 def mixed(suite: Suite, seed: int, train: TrainConfig) -> Plan:
-    if suite.settings:
-        return _spelled_out(suite, "mixed", seed, train)
     pairs = _labelled(_mixed_pairs(suite), train.train_cap)
     return Plan(
         suite.name, "mixed", seed, (_model(suite, "all", pairs, suite.labelled_tasks, train),)
@@ -282,8 +288,6 @@ def mixed(suite: Suite, seed: int, train: TrainConfig) -> Plan:
 
 @_setting("few-shot", "mixed plus k labelled train examples per target pair (train.shots)")
 def few_shot(suite: Suite, seed: int, train: TrainConfig) -> Plan:
-    if suite.settings:
-        return _spelled_out(suite, "few-shot", seed, train)
     pairs = _labelled(_mixed_pairs(suite), train.train_cap)
     labelled = {t.pair for t in pairs}
     rng = random.Random(seed)

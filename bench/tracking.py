@@ -71,7 +71,7 @@ class Tracker:
     def start(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
-        items = [Param(k, _param(v)) for k, v in sorted(params.items())]
+        items = [Param(k, param_text(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
         return self.run_id
@@ -92,7 +92,8 @@ class Tracker:
         self.client.set_terminated(self.run_id, RunStatus.to_string(getattr(RunStatus, status)))
 
 
-def _param(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A param value as it is logged: a string, None as "None"."""
     return "None" if value is None else str(value)
 
 

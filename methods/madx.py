@@ -118,7 +118,7 @@ class Madx(Method):
         for task in tasks:
             reduction = config.task_reduction
             encoder.add_adapter(_task(task), config=SeqBnConfig(reduction_factor=reduction))
-        encoder.train_adapter(Stack(*map(_task, tasks)))  # freezes every other weight
+        encoder.train_adapter(Stack(*map(_task, tasks)))  # freezes the rest of the encoder
         return MadxModel(backbone, tasks, config, _adapters_of(plan, config))
 
 

@@ -58,8 +58,7 @@ class FileSource:
 
     @functools.cache  # noqa: B019 - a source lives as long as its suite; files are read once
     def _read(self, path: Path | str) -> list[dict]:
-        tag_format = "conllu" if str(path).endswith(".conllu") else "conll"
-        parsed = formats.read(_local(path), self.kind, tag_format=tag_format)
+        parsed = formats.read(_local(path), self.kind, name=str(path))
         parsed.raise_problems(path)
         if self.kind is Kind.MLM:
             return parsed.rows

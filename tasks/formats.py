@@ -56,18 +56,26 @@ class Parsed:
             raise BenchError(f"{path}: {self.problems[0]}{more}; `bench data check` lists them")
 
 
-def read(path: Path, task_kind: Kind, *, tag_format: str = "conll") -> Parsed:
-    """Parse `path` as the format of `task_kind` (token tasks: `tag_format` conllu or conll)."""
-    readers: dict[tuple[Kind, str], Callable[[Path], Parsed]] = {
-        (Kind.TOKEN, "conllu"): read_conllu,
-        (Kind.TOKEN, "conll"): read_conll_ner,
-        (Kind.SENTENCE, "tsv"): read_nli_tsv,
-        (Kind.MLM, "text"): read_text,
+def format_of(name: str, task_kind: Kind) -> str:
+    """The format a file of `task_kind` named `name` is read in: token tasks by its suffix
+    (`.conllu`: CoNLL-U, else two-column CoNLL), sentence tasks TSV, MLM text."""
+    if task_kind is Kind.TOKEN:
+        return "conllu" if name.endswith(".conllu") else "conll"
+    return "tsv" if task_kind is Kind.SENTENCE else "text"
+
+
+def read(path: Path, task_kind: Kind, *, name: str | None = None) -> Parsed:
+    """Parse `path` in the format of `task_kind` and its name (`name`: the file's own name when
+    `path` is a download of it)."""
+    readers: dict[str, Callable[[Path], Parsed]] = {
+        "conllu": read_conllu,
+        "conll": read_conll_ner,
+        "tsv": read_nli_tsv,
+        "text": read_text,
     }
-    fmt = {Kind.SENTENCE: "tsv", Kind.MLM: "text"}.get(task_kind, tag_format)
     if not Path(path).is_file():
         raise BenchError(f"data file {path} does not exist")
-    return readers[(task_kind, fmt)](Path(path))
+    return readers[format_of(name or Path(path).name, task_kind)](Path(path))
 
 
 def _blocks(path: Path) -> Iterator[tuple[int, list[str]]]:

@@ -98,7 +98,7 @@ def _blocks(path: Path) -> list[list[str]]:
 @needs_shared
 @pytest.mark.parametrize("path", sorted(SHARED.glob("ud/*/*.conllu")), ids=lambda p: p.name)
 def test_every_shared_treebank_parses(path):
-    parsed = formats.read(path, Kind.TOKEN, tag_format="conllu")
+    parsed = formats.read(path, Kind.TOKEN)  # .conllu: CoNLL-U
     assert parsed.problems == []
     blocks = _blocks(path)
     assert len(parsed.rows) == len(blocks)
@@ -112,7 +112,7 @@ def test_every_shared_treebank_parses(path):
     "path", sorted(SHARED.glob("masakhaner2/*/*.txt")), ids=lambda p: f"{p.parent.name}-{p.name}"
 )
 def test_every_shared_masakhaner_file_parses(path):
-    parsed = formats.read(path, Kind.TOKEN, tag_format="conll")
+    parsed = formats.read(path, Kind.TOKEN)  # .txt: two-column CoNLL
     assert parsed.problems == []
     blocks = _blocks(path)
     assert len(parsed.rows) == len(blocks)
