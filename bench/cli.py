@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--methods", required=True, help="comma-separated method names")
     compare.add_argument("--settings", default="mixed", help="comma-separated (default: mixed)")
     compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
-    compare.add_argument("--suite", default="demo", help="suite name (default: demo)")
+    compare.add_argument(
+        "--suite", default="demo", help="suite name or suite file suite.toml (default: demo)"
+    )
     compare.add_argument("--max-steps", type=int, help="override the suite's training steps")
     compare.add_argument("--output", type=Path, default=Path("bench-runs"))
     compare.add_argument(
@@ -335,7 +337,7 @@ def _counts(text: str, flag: str) -> list[int]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench import compare, plugins
+    from bench import compare, plugins, suites
 
     plugins.load_builtins()
     _positive(seeds=args.seeds)
@@ -353,8 +355,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         command += f" --suite {args.suite}"
     if args.max_steps is not None:
         command += f" --max-steps {args.max_steps}"
-    text = compare.render(cells, suite=args.suite, command=command)
-    default = compare.REPORTS / args.suite / f"compare-{'-'.join(settings)}.md"
+    name = suites.get(args.suite).name  # a suite file's name, not its path
+    text = compare.render(cells, suite=name, command=command)
+    default = compare.REPORTS / name / f"compare-{'-'.join(settings)}.md"
     return _write_report(text, args.report or default)
 
 

@@ -175,3 +175,12 @@ def test_files_at_urls_are_downloaded_once_and_refused_offline(
     source = FileSource(Kind.TOKEN, {"eng": {"test": other}}, formats.UPOS)
     with pytest.raises(BenchError, match=r"other\.conllu cannot be downloaded"):
         source.load("eng", "test")
+
+
+def test_compare_on_a_suite_file_names_the_suite_not_the_path(suite_file, tmp_path):
+    report = tmp_path / "compare.md"
+    args = ["compare", "--methods", "dummy", "--seeds", "1", "--max-steps", "2"]
+    args += ["--suite", str(suite_file), "--output", str(tmp_path / "runs")]
+    args += ["--report", str(report)]
+    assert main(args) == 0
+    assert report.read_text().startswith("# Methods compared on the mine suite\n")
