@@ -356,9 +356,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         command += f" --max-steps {args.max_steps}"
     name = suites.get(args.suite).name  # a suite file's name, not its path
-    text = compare.render(cells, suite=name, command=command)
-    default = compare.REPORTS / name / f"compare-{'-'.join(settings)}.md"
-    return _write_report(text, args.report or default)
+    path = args.report or compare.REPORTS / name / f"compare-{'-'.join(settings)}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plots = compare.plot(cells, path.with_suffix(""))
+    text = compare.render(cells, suite=name, command=command, plots=plots)
+    return _write_report(text, path)
 
 
 def cmd_perf(args: argparse.Namespace) -> int:

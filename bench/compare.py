@@ -28,6 +28,7 @@ class Cell:
     setting: str
     runs: tuple[dict[str, float], ...]  # metrics of each seed's run
     run_ids: tuple[str, ...]
+    targets: tuple[str, ...] = ()  # the evaluated target pairs, `task/language`
 
     def values(self, key: str) -> list[float]:
         return [m[key] for m in self.runs if m.get(key) is not None]
@@ -78,12 +79,15 @@ def run_grid(
                 (finished and finished.get(_key(request))) or pool.apply(_execute, (request,))
                 for request in batch
             ]
+            plan = runner.resolve(batch[0])[-1]
+            targets = [str(e.pair) for m in plan.models for e in m.eval if e.role == "target"]
             cells.append(
                 Cell(
                     method,
                     setting,
                     runs=tuple(m for _, m in results),
                     run_ids=tuple(i for i, _ in results),
+                    targets=tuple(dict.fromkeys(targets)),
                 )
             )
     return cells
@@ -114,7 +118,9 @@ def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict
             return found
 
 
-def render(cells: list[Cell], *, suite: str, command: str) -> str:
+def render(
+    cells: list[Cell], *, suite: str, command: str, plots: list[tuple[str, Path]] = ()
+) -> str:
     keys = {k for c in cells for m in c.runs for k in m}
     tasks = sorted(k.split("/")[1] for k in keys if k.startswith("eval/") and k.count("/") == 2)
     header = ["method", "setting", *[f"{t} (avg target)" for t in tasks]]
@@ -149,6 +155,8 @@ def render(cells: list[Cell], *, suite: str, command: str) -> str:
             values = [first.get(f"reference/{name}/{t}/avg_target") for t in tasks]
             texts = ["-" if v is None else f"{v:.1f}" for v in values]
             lines.append(f"| reference: {name} | {setting} | " + " | ".join(texts) + " | | | |")
+    if plots:
+        lines += ["", *[f"![{title}]({path.name})" for title, path in plots]]
     staged = [c for c in cells if sum(c.values("stages/trained"))]
     if staged:
         lines += ["", "Stages trained before the runs (then cached and reused by later runs):", ""]
@@ -157,7 +165,78 @@ def render(cells: list[Cell], *, suite: str, command: str) -> str:
             lines.append(f"- `{c.method}` ({c.setting}): {count:.0f} stages in {seconds:.0f} s")
     lines += ["", "Best method per setting and task (computed):", ""]
     lines += _reading(cells, tasks)
+    lines += ["", "Every run (average target score per task; seconds of wall time):", ""]
+    lines += _runs_table(cells, tasks)
     return "\n".join(lines) + "\n"
+
+
+def _runs_table(cells: list[Cell], tasks: list[str]) -> list[str]:
+    header = ["method", "setting", "seed", "MLflow run", *tasks, "stages s", "train s", "wall s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in cells:
+        for seed, (run_id, m) in enumerate(zip(c.run_ids, c.runs, strict=True)):
+            scores = [m.get(f"eval/{t}/avg_target") for t in tasks]
+            row = [f"`{c.method}`", c.setting, str(seed), f"`{run_id[:12]}`"]
+            row += ["-" if v is None else f"{v:.1f}" for v in scores]
+            row += [f"{m.get(k, 0):.0f}" for k in ("time/stages_s", "time/train_s", "time/wall_s")]
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def plot(cells: list[Cell], stem: Path) -> list[tuple[str, Path]]:
+    """Two figures beside the report: each method's average target score per setting and task
+    (mean and standard deviation over seeds), and its score on every target pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    keys = {k for c in cells for m in c.runs for k in m}
+    tasks = sorted(k.split("/")[1] for k in keys if k.startswith("eval/") and k.count("/") == 2)
+    settings = list(dict.fromkeys(c.setting for c in cells))
+    methods = list(dict.fromkeys(c.method for c in cells))
+    width = 0.8 / len(methods)
+    figure, axes = pyplot.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for i, method in enumerate(methods):
+            means, errors = [], []
+            for setting in settings:
+                values = next(
+                    (c.values(f"eval/{task}/avg_target") for c in cells
+                     if (c.method, c.setting) == (method, setting)), [],
+                )  # fmt: skip
+                means.append(statistics.fmean(values) if values else float("nan"))
+                errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+            positions = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(settings))]
+            ax.bar(positions, means, width, yerr=errors, capsize=2, label=method)
+        ax.set_xticks(range(len(settings)), settings)
+        ax.set_title(f"{task}: average target score")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    paths = [("average target score per task", stem.with_name(f"{stem.name}-targets.png"))]
+    figure.savefig(paths[0][1], dpi=110)
+    pyplot.close(figure)
+
+    rows = [(s, t) for s in settings for t in tasks]
+    figure, axes = pyplot.subplots(len(rows), 1, figsize=(9, 2.6 * len(rows)), squeeze=False)
+    for ax, (setting, task) in zip(axes[:, 0], rows, strict=True):
+        in_setting = [c for c in cells if c.setting == setting]
+        pairs = sorted({p for c in in_setting for p in c.targets if p.startswith(f"{task}/")})
+        for i, c in enumerate(in_setting):
+            found = [next((k for k in keys if k.startswith(f"eval/{p}/")), "") for p in pairs]
+            values = [c.values(k) for k in found]
+            x = [j + (i - (len(in_setting) - 1) / 2) * width for j in range(len(pairs))]
+            means = [statistics.fmean(v) if v else float("nan") for v in values]
+            errors = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+            ax.errorbar(x, means, yerr=errors, fmt="o", markersize=4, capsize=2, label=c.method)
+        ax.set_xticks(range(len(pairs)), [p.split("/")[1] for p in pairs])
+        ax.set_title(f"{setting}, {task}: each target language", fontsize=9)
+    axes[0][0].legend(fontsize=7, ncol=len(methods))
+    figure.tight_layout()
+    paths.append(("score per target pair", stem.with_name(f"{stem.name}-pairs.png")))
+    figure.savefig(paths[1][1], dpi=110)
+    pyplot.close(figure)
+    return paths
 
 
 def _reading(cells: list[Cell], tasks: list[str]) -> list[str]:

@@ -151,4 +151,7 @@ class TrainConfig(Config):
     eval_cap: int | None = option(
         None, "at most this many examples per evaluated pair (the first of its split)", gt=0
     )
+    select_cap: int | None = option(
+        None, "at most this many examples per model-selection pair (default: eval_cap)", gt=0
+    )
     shots: int = option(10, "few-shot: labelled examples per target pair", gt=0)

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 import transformers
+from huggingface_hub import snapshot_download
 from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
@@ -101,8 +103,9 @@ def prepare(request: Request) -> Prepared:
         )
     suite, method, method_config, train, plan = resolve(request)
     stages = {m.name: method.stages(m, method_config) for m in plan.models}
+    backbone = backbone_path(suite.backbone)  # before any output: a missing one stops here
     _check_output(request.output)
-    tokenizer = AutoTokenizer.from_pretrained(backbone_path(suite.backbone))
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
     cache = request.output / "cache"
     data: dict[tuple, PairData] = {}
     references = {}
@@ -112,12 +115,14 @@ def prepare(request: Request) -> Prepared:
         for t in pairs:
             if data_key(t) not in data:
                 data[data_key(t)] = _load(suite, t, tokenizer, train, cache)
-        for e in (*model.selection, *model.eval):
+        select_cap = train.eval_cap if train.select_cap is None else train.select_cap
+        for e, cap in [*[(e, select_cap) for e in model.selection], *[
+            (e, train.eval_cap) for e in model.eval
+        ]]:  # fmt: skip
             if data_key(e) not in data:
                 data[data_key(e)] = load_pair(
                     suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
-                    max_length=train.max_length, exclude=e.exclude, cap=train.eval_cap,
-                    cache_dir=cache,
+                    max_length=train.max_length, exclude=e.exclude, cap=cap, cache_dir=cache,
                 )  # fmt: skip
         targets = {e.pair for e in model.eval if e.role == "target"}  # few shots are no source
         for task in model.tasks:
@@ -180,9 +185,31 @@ def backbone_path(spec: str) -> Path:
         demo_backbone.verify(demo_backbone.DEMO_DIR)
         return demo_backbone.DEMO_DIR
     path = Path(spec)
+    if not path.exists() and HUB_ID.fullmatch(spec):
+        return _hub_backbone(spec)
     if not (path / "config.json").exists():
         raise BenchError(f"backbone folder {path} has no config.json (expected a saved model)")
     return path
+
+
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")  # org/name, or org/name@revision
+# What a run reads of a hub backbone: its config, weights and tokenizer, not every format the
+# repository ships (mBERT's also holds TensorFlow and Flax weights).
+HUB_FILES = ["config.json", "*.safetensors", "tokenizer*", "vocab*", "special_tokens_map.json",
+             "sentencepiece*", "*.model"]  # fmt: skip
+
+
+def _hub_backbone(spec: str) -> Path:
+    """A hub backbone (`org/name@revision`) in the local Hugging Face cache, downloaded once."""
+    repo, _, revision = spec.partition("@")
+    try:
+        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
+    except (OSError, ValueError) as error:  # offline and not cached: LocalEntryNotFoundError
+        raise BenchError(
+            f"backbone {spec} is not in the local Hugging Face cache and cannot be downloaded "
+            f"({type(error).__name__}); run once where the hub can be reached "
+            "(HF_HUB_OFFLINE unset), or name a local model folder"
+        ) from None
 
 
 def backbone_identity(spec: str) -> str:

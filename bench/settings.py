@@ -231,6 +231,8 @@ def _model(
     evals = []
     for task in eval_tasks:
         for language in suite.languages:
+            if "test" not in suite.task(task).source.splits(language):
+                continue  # no test data: nothing to evaluate (AmericasNLI languages on POS)
             pair = Pair(task, language)
             role = "source" if pair in trained else "target"
             evals.append(EvalPair(pair, "test", role, _excluded(shots.get(pair), "train", "test")))

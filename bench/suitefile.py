@@ -15,6 +15,7 @@ backbone, for offline clusters and for benchmarks of one's own.
     labels = ["O", "B-PER", "I-PER", ...]   # pos and nli default to UPOS and the 3 NLI labels
     label_map = { B-DATE = "O", I-DATE = "O" }
     files.hau = { train = "...", dev = "...", test = "..." }
+    hub.yor = { dataset = "unimelb-nlp/wikiann", config = "yo" }   # a hub dataset (tasks.hub)
 
     [settings.mixed]                        # the pairs each setting trains and selects on
     train = ["pos/eng@dev[:1800]", "pos/tur", "ner/hau"]
@@ -38,11 +39,13 @@ from bench.errors import BenchError
 from bench.languages import iso639_3
 from bench.settings import SETTINGS, parse_spec
 from bench.suites import SettingPairs, Suite
-from bench.task import TASKS, Kind
-from tasks import formats
+from bench.task import TASKS, ByLanguage, Kind, Source
+from tasks import formats, hub
 from tasks.files import FileSource, is_url
+from tasks.hub import HubPart, HubSource
 
 KEYS = ("name", "description", "backbone", "train", "method", "tasks", "settings")
+TASK_KEYS = ("labels", "label_map", "files", "hub")
 DEFAULT_LABELS = {"pos": formats.UPOS, "nli": formats.NLI_LABELS, "mlm": ()}
 _VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
@@ -70,7 +73,11 @@ def load(path: Path) -> Suite:
         for items in spec.models.values()
         for item in items
     ]
-    described = [lang for source in sources.values() for lang in source.files]
+    described = [
+        iso639_3(lang)
+        for spec in data["tasks"].values()
+        for lang in [*spec.get("files", {}), *spec.get("hub", {})]
+    ]
     languages = list(dict.fromkeys([*trained, *described]))
     return Suite(
         name=str(data.get("name", path.stem)),
@@ -109,8 +116,14 @@ def _backbone(spec: str, base: Path) -> str:
     return spec
 
 
-def _source(name: str, spec: dict, base: Path, path: Path) -> FileSource:
+def _source(name: str, spec: dict, base: Path, path: Path) -> Source:
     family = TASKS.get(name)
+    unknown = sorted(set(spec) - set(TASK_KEYS))
+    if unknown:
+        raise BenchError(
+            f"suite file {path}: [tasks.{name}] has unknown keys {', '.join(unknown)}; "
+            f"valid: {', '.join(TASK_KEYS)}"
+        )
     labels = tuple(spec.get("labels", DEFAULT_LABELS.get(family.name, ())))
     if family.kind is not Kind.MLM and not labels:
         raise BenchError(f"suite file {path}: [tasks.{name}] needs `labels` (the label set)")
@@ -127,9 +140,50 @@ def _source(name: str, spec: dict, base: Path, path: Path) -> FileSource:
                     f"suite file {path}: {name}/{language} {split} file {file_path} does not exist"
                 )
             files.setdefault(code, {})[split] = file_path
-    if not files:
-        raise BenchError(f"suite file {path}: [tasks.{name}] lists no files")
-    return FileSource(family.kind, files, labels, spec.get("label_map"))
+    hub = {
+        iso639_3(language): _hub_part(f"{name}/{language}", entry, path)
+        for language, entry in spec.get("hub", {}).items()
+    }
+    if not files and not hub:
+        raise BenchError(f"suite file {path}: [tasks.{name}] lists no files and no hub data")
+    both = sorted(set(files) & set(hub))
+    if both:
+        raise BenchError(
+            f"suite file {path}: [tasks.{name}] names files and hub data for {', '.join(both)}; "
+            "a language reads one of them"
+        )
+    label_map = spec.get("label_map")
+    file_source = FileSource(family.kind, files, labels, label_map) if files else None
+    hub_source = HubSource(family.kind, hub, labels, label_map) if hub else None
+    if not (file_source and hub_source):
+        return file_source or hub_source
+    return ByLanguage(dict.fromkeys(files, file_source) | dict.fromkeys(hub, hub_source))
+
+
+def _hub_part(where: str, entry: Any, path: Path) -> HubPart:
+    """`{ dataset = "unimelb-nlp/wikiann", config = "yo", splits = ["test"] }`"""
+    if not isinstance(entry, dict) or entry.get("dataset") not in hub.DATASETS:
+        valid = ", ".join(hub.DATASETS)
+        raise BenchError(
+            f"suite file {path}: {where} hub entry {entry!r} needs `dataset`, one of: {valid}"
+        )
+    unknown = sorted(set(entry) - {"dataset", "config", "splits"})
+    if unknown:
+        raise BenchError(
+            f"suite file {path}: {where} hub entry has unknown keys {', '.join(unknown)}; "
+            "valid: dataset, config, splits"
+        )
+    dataset = hub.DATASETS[entry["dataset"]]
+    splits = entry.get("splits")
+    if splits is not None:
+        bad = sorted(set(splits) - set(dataset.splits))
+        if bad:
+            raise BenchError(
+                f"suite file {path}: {where} splits {', '.join(bad)} are not in "
+                f"{dataset.repo}; it has {', '.join(dataset.splits)}"
+            )
+        splits = tuple(splits)
+    return HubPart(dataset, entry.get("config"), splits)
 
 
 def _setting(name: str, spec: dict, path: Path) -> SettingPairs:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from typing import Protocol
 
 import datasets
@@ -54,6 +55,27 @@ class Source(Protocol):
     def fingerprint(self, language: str, split: str) -> str:
         """Changes whenever the data of (language, split) would change; keys the caches."""
         ...
+
+
+class ByLanguage:
+    """A task whose languages read from different sources: local files for some, a hub
+    dataset for others. The sources share the task's label set."""
+
+    def __init__(self, sources: Mapping[str, Source]) -> None:
+        self.sources = dict(sources)
+
+    def labels(self) -> tuple[str, ...]:
+        return next(iter(self.sources.values())).labels()
+
+    def splits(self, language: str) -> tuple[str, ...]:
+        source = self.sources.get(language)
+        return source.splits(language) if source else ()
+
+    def load(self, language: str, split: str) -> datasets.Dataset:
+        return self.sources[language].load(language, split)
+
+    def fingerprint(self, language: str, split: str) -> str:
+        return self.sources[language].fingerprint(language, split)
 
 
 @dataclasses.dataclass(frozen=True)

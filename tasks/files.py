@@ -60,23 +60,7 @@ class FileSource:
     def _read(self, path: Path | str) -> list[dict]:
         parsed = formats.read(_local(path), self.kind, name=str(path))
         parsed.raise_problems(path)
-        if self.kind is Kind.MLM:
-            return parsed.rows
-        field = "tags" if self.kind is Kind.TOKEN else "label"
-        mapped = [{**row, field: self._map(row[field])} for row in parsed.rows]
-        seen = {t for row in mapped for t in (row[field] if field == "tags" else [row[field]])}
-        unknown = sorted(seen - set(self._labels))
-        if unknown:
-            raise BenchError(
-                f"{path} has labels {', '.join(unknown)} outside the task's "
-                f"{', '.join(self._labels)}; add them to `labels` or map them (`label_map`)"
-            )
-        return mapped
-
-    def _map(self, value):
-        if isinstance(value, list):
-            return [self.label_map.get(v, v) for v in value]
-        return self.label_map.get(value, value)
+        return mapped_labels(parsed.rows, self.kind, self._labels, self.label_map, str(path))
 
     def fingerprint(self, language: str, split: str) -> str:
         location = self.path(language, split)
@@ -86,6 +70,31 @@ class FileSource:
             digest = _file_digest(location)
         mapping = json.dumps(self.label_map, sort_keys=True)
         return f"file-{digest}-{hashlib.sha256(mapping.encode()).hexdigest()[:8]}"
+
+
+def mapped_labels(
+    rows: list[dict], kind: Kind, labels: tuple[str, ...], label_map: Mapping[str, str], where: str
+) -> list[dict]:
+    """`rows` with their labels mapped by `label_map`; a label outside `labels` is an error
+    naming `where` (a file, a hub dataset) and the two ways out."""
+    if kind is Kind.MLM:
+        return rows
+    field = "tags" if kind is Kind.TOKEN else "label"
+
+    def mapped(value):
+        if isinstance(value, list):
+            return [label_map.get(v, v) for v in value]
+        return label_map.get(value, value)
+
+    rows = [{**row, field: mapped(row[field])} for row in rows]
+    seen = {t for row in rows for t in (row[field] if field == "tags" else [row[field]])}
+    unknown = sorted(seen - set(labels))
+    if unknown:
+        raise BenchError(
+            f"{where} has labels {', '.join(unknown)} outside the task's "
+            f"{', '.join(labels)}; add them to `labels` or map them (`label_map`)"
+        )
+    return rows
 
 
 @functools.cache

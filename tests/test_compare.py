@@ -13,11 +13,18 @@ def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
     args = ["compare", "--methods", "dummy", "--settings", "multi-task,mixed", "--seeds", "2"]
     args += ["--max-steps", "2", "--output", str(out), "--report", str(report)]
     assert main(args) == 0
-    text = report.read_text()
+    text, runs = report.read_text().split("Every run")
     assert "python -m bench compare --methods dummy --settings multi-task,mixed --seeds 2" in text
     rows = [line for line in text.splitlines() if line.startswith("| `dummy`")]
     assert [row.split(" | ")[1] for row in rows] == ["multi-task", "mixed"]
     assert all("±" in row for row in rows)  # two seeds: mean ± sd
+    each = [line.split(" | ") for line in runs.splitlines() if line.startswith("| `dummy`")]
+    assert [(row[1], row[2]) for row in each] == [
+        (s, i) for s in ("multi-task", "mixed") for i in "01"
+    ]
+    assert all(float(row[-1].strip(" |")) > 0 for row in each)  # each run's wall time
+    for plot in ("compare-targets.png", "compare-pairs.png"):
+        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG" and f"]({plot})" in text
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("demo")
     assert len(client.search_runs([experiment.experiment_id])) == 4
@@ -25,7 +32,7 @@ def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
     more = [*args[:6], "3", *args[7:], "--reuse"]
     assert main(more) == 0
     assert len(client.search_runs([experiment.experiment_id])) == 6
-    assert report.read_text().count("| `dummy`") == 2
+    assert report.read_text().split("Every run")[0].count("| `dummy`") == 2
 
 
 def test_compare_refuses_an_unknown_method_before_running(tmp_path, capsys):

@@ -100,6 +100,16 @@ def test_mlm_pairs_train_when_the_method_uses_them(tmp_path):
     assert result.metrics["params/trainable"] == result.metrics["params/total"]
 
 
+def test_select_cap_cuts_the_model_selection_pairs_and_eval_cap_the_rest(tmp_path):
+    request = runner.Request(
+        method="dummy", output=tmp_path, train={"eval_cap": 9, "select_cap": 4}
+    )
+    prepared = runner.prepare(request)
+    (model,) = prepared.plan.models
+    assert {len(prepared.data[runner.data_key(e)].rows) for e in model.selection} == {4}
+    assert {len(prepared.data[runner.data_key(e)].rows) for e in model.eval} == {9}
+
+
 def test_eval_cap_evaluates_the_first_examples_of_each_pair(tmp_path, demo):
     result = tiny_run(tmp_path, train={"eval_cap": 7})
     assert {len(r.gold) for r in result.pairs} == {7}
