@@ -25,10 +25,12 @@ import functools
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import datasets
+import huggingface_hub
 
 from bench.errors import BenchError
 from bench.task import COLUMNS, Kind
@@ -53,10 +55,10 @@ class HubDataset:
 _NLI_COLUMNS = {"premise": "premise", "hypothesis": "hypothesis", "label": "label"}
 _SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 
-# Revisions: a commit where one was recorded where the hub could be reached; otherwise the
-# branch this harness was written against (`main`), until a session with network pins it
-# (`huggingface_hub.HfApi().dataset_info(repo).sha`). `refs/convert/parquet` is not used:
-# every dataset here is parquet on its main branch.
+# Revisions: a commit where one is recorded; otherwise the branch this harness was written
+# against (`main`), resolved to its commit when a run starts (`_commit`), so that caches and
+# fingerprints follow the data; record the commit here once a session with network has it.
+# `refs/convert/parquet` is not used: every dataset here is parquet on its main branch.
 WIKIANN = HubDataset(
     "unimelb-nlp/wikiann", "main", {"tokens": "tokens", "tags": "ner_tags"}, _SPLITS
 )
@@ -138,8 +140,9 @@ class HubSource:
 
     def fingerprint(self, language: str, split: str) -> str:
         part = self.parts[language]
-        mirror = _mirror(part.dataset.repo)
-        content = _folder_identity(mirror) if mirror else part.dataset.revision
+        data = part.dataset
+        mirror = _mirror(data.repo)
+        content = _folder_identity(mirror) if mirror else _commit(data.repo, data.revision)
         key = json.dumps(
             [part.dataset.repo, content, part.config, part.dataset.splits[split],
              self.label_map, self.text_lines if self.kind is Kind.MLM else None],
@@ -163,7 +166,7 @@ def _open(part: HubPart, split: str, streaming: bool):
         cache = Path(datasets.config.HF_DATASETS_CACHE) / "bench-mirror" / _folder_identity(mirror)
         where = {"cache_dir": str(cache)}
     else:
-        where = {"revision": dataset.revision}
+        where = {"revision": _commit(dataset.repo, dataset.revision)}
     try:
         return datasets.load_dataset(
             location, name=part.config, split=dataset.splits[split], streaming=streaming, **where
@@ -176,6 +179,20 @@ def _open(part: HubPart, split: str, streaming: bool):
             f"cannot be read from {location} ({type(error).__name__}: {str(error)[:120]}); "
             f"reach the hub, or put a copy under ${MIRROR_VARIABLE}/{dataset.repo}"
         ) from None
+
+
+@functools.cache
+def _commit(repo: str, revision: str) -> str:
+    """The commit a revision names: itself if it is one; else resolved once per process where
+    the hub can be reached, so that data read at a branch is keyed (and cached) by its commit.
+    Offline, `datasets` reads the branch from its cache."""
+    if re.fullmatch(r"[0-9a-f]{40}", revision) or huggingface_hub.constants.HF_HUB_OFFLINE:
+        return revision
+    try:
+        info = huggingface_hub.HfApi().dataset_info(repo, revision=revision)
+    except (OSError, ValueError):  # unreachable: the load that follows names the problem
+        return revision
+    return info.sha or revision
 
 
 def _named(row: dict, features, columns: Mapping[str, str]) -> dict | None:

@@ -4,9 +4,11 @@ features), read through `$BENCH_HUB_MIRROR` by the same `load_dataset` call the 
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import datasets
+import huggingface_hub
 import pytest
 from huggingface_hub import constants
 
@@ -267,3 +269,25 @@ def test_a_hub_backbone_is_read_from_the_hugging_face_cache(tmp_path, monkeypatc
     assert backbone_path(f"someone/tiny-bert@{commit}") == snapshot
     with pytest.raises(BenchError, match="someone/tiny-bert@v2 is not in the local"):
         backbone_path("someone/tiny-bert@v2")
+
+
+def test_a_branch_is_keyed_by_the_commit_it_resolves_to(monkeypatch):
+    monkeypatch.delenv(hub.MIRROR_VARIABLE, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    asked = []
+
+    def dataset_info(self, repo, revision):
+        asked.append((repo, revision))
+        return types.SimpleNamespace(sha=f"{len(asked)}" * 40)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    hub._commit.cache_clear()
+    source = HubSource(Kind.TOKEN, {"yor": HubPart(hub.WIKIANN, "yo")}, tuple(WIKIANN_NAMES))
+    first = source.fingerprint("yor", "test")
+    assert source.fingerprint("yor", "dev") != first and len(asked) == 1  # once per process
+    hub._commit.cache_clear()
+    assert source.fingerprint("yor", "test") != first  # `main` moved: the caches follow
+    text = HubSource(Kind.MLM, {"yor": HubPart(hub.WIKIPEDIA, "20231101.yo")})
+    text.fingerprint("yor", "train")
+    assert asked == [("unimelb-nlp/wikiann", "main")] * 2  # a recorded commit is not asked for
+    hub._commit.cache_clear()
