@@ -67,8 +67,9 @@ def run_grid(
         for method in methods
         for setting in settings
     }
-    for batch in requests.values():  # every name and value checked before the first run
-        runner.prepare(batch[0])
+    plans = {  # every name and value checked before the first run
+        cell: runner.prepare(batch[0]).plan for cell, batch in requests.items()
+    }
     cells = []
     first = next(iter(requests.values()))[0]
     finished = _finished_runs(output, runner.resolve(first)[0].name) if reuse else {}
@@ -79,7 +80,7 @@ def run_grid(
                 (finished and finished.get(_key(request))) or pool.apply(_execute, (request,))
                 for request in batch
             ]
-            plan = runner.resolve(batch[0])[-1]
+            plan = plans[(method, setting)]
             targets = [str(e.pair) for m in plan.models for e in m.eval if e.role == "target"]
             cells.append(
                 Cell(
@@ -121,8 +122,7 @@ def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict
 def render(
     cells: list[Cell], *, suite: str, command: str, plots: list[tuple[str, Path]] = ()
 ) -> str:
-    keys = {k for c in cells for m in c.runs for k in m}
-    tasks = sorted(k.split("/")[1] for k in keys if k.startswith("eval/") and k.count("/") == 2)
+    tasks = _tasks(cells)
     header = ["method", "setting", *[f"{t} (avg target)" for t in tasks]]
     header += ["trained params", "peak RSS MB", "train s"]
     lines = [
@@ -170,6 +170,16 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def _keys(cells: list[Cell]) -> set[str]:
+    return {k for c in cells for m in c.runs for k in m}
+
+
+def _tasks(cells: list[Cell]) -> list[str]:
+    """The tasks the runs were evaluated on: `eval/<task>/avg_target` metrics."""
+    keys = _keys(cells)
+    return sorted(k.split("/")[1] for k in keys if k.startswith("eval/") and k.count("/") == 2)
+
+
 def _runs_table(cells: list[Cell], tasks: list[str]) -> list[str]:
     header = ["method", "setting", "seed", "MLflow run", *tasks, "stages s", "train s", "wall s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -191,8 +201,8 @@ def plot(cells: list[Cell], stem: Path) -> list[tuple[str, Path]]:
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    keys = {k for c in cells for m in c.runs for k in m}
-    tasks = sorted(k.split("/")[1] for k in keys if k.startswith("eval/") and k.count("/") == 2)
+    keys = _keys(cells)
+    tasks = _tasks(cells)
     settings = list(dict.fromkeys(c.setting for c in cells))
     methods = list(dict.fromkeys(c.method for c in cells))
     width = 0.8 / len(methods)

@@ -7,6 +7,7 @@ checked in `prepare`, before any MLflow run exists; `execute` then trains and ev
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -116,14 +117,13 @@ def prepare(request: Request) -> Prepared:
             if data_key(t) not in data:
                 data[data_key(t)] = _load(suite, t, tokenizer, train, cache)
         select_cap = train.eval_cap if train.select_cap is None else train.select_cap
-        for e, cap in [*[(e, select_cap) for e in model.selection], *[
-            (e, train.eval_cap) for e in model.eval
-        ]]:  # fmt: skip
-            if data_key(e) not in data:
-                data[data_key(e)] = load_pair(
-                    suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
-                    max_length=train.max_length, exclude=e.exclude, cap=cap, cache_dir=cache,
-                )  # fmt: skip
+        for group, cap in ((model.selection, select_cap), (model.eval, train.eval_cap)):
+            for e in group:
+                if data_key(e) not in data:
+                    data[data_key(e)] = load_pair(
+                        suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
+                        max_length=train.max_length, exclude=e.exclude, cap=cap, cache_dir=cache,
+                    )  # fmt: skip
         targets = {e.pair for e in model.eval if e.role == "target"}  # few shots are no source
         for task in model.tasks:
             rows = [
@@ -199,6 +199,7 @@ HUB_FILES = ["config.json", "*.safetensors", "tokenizer*", "vocab*", "special_to
              "sentencepiece*", "*.model"]  # fmt: skip
 
 
+@functools.cache  # backbone_path runs several times a run: ask the hub once per process
 def _hub_backbone(spec: str) -> Path:
     """A hub backbone (`org/name@revision`) in the local Hugging Face cache, downloaded once."""
     repo, _, revision = spec.partition("@")

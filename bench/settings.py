@@ -165,8 +165,7 @@ def _spelled_out(suite: Suite, name: str, seed: int, train: TrainConfig) -> Plan
                 Pair(task, lang), "test", "source" if Pair(task, lang) in trained else "target"
             )
             for task in tasks
-            for lang in suite.languages
-            if "test" in suite.task(task).source.splits(lang)
+            for lang in suite.tested_languages(task)
         )
         mlm = tuple(
             TrainPair(Pair("mlm", lang), "train", train.mlm_cap) for lang in suite.text_languages
@@ -230,9 +229,7 @@ def _model(
     shots = {t.pair: t.indices for t in train if t.indices is not None}
     evals = []
     for task in eval_tasks:
-        for language in suite.languages:
-            if "test" not in suite.task(task).source.splits(language):
-                continue  # no test data: nothing to evaluate (AmericasNLI languages on POS)
+        for language in suite.tested_languages(task):  # AmericasNLI languages have no POS
             pair = Pair(task, language)
             role = "source" if pair in trained else "target"
             evals.append(EvalPair(pair, "test", role, _excluded(shots.get(pair), "train", "test")))

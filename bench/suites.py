@@ -104,6 +104,11 @@ class Suite:
     def languages(self) -> tuple[str, ...]:
         return (self.main_source, *self.extra_sources, *self.targets)
 
+    def tested_languages(self, task: str) -> tuple[str, ...]:
+        """The languages with a test split for `task`: the pairs a Plan can evaluate."""
+        source = self.task(task).source
+        return tuple(lang for lang in self.languages if "test" in source.splits(lang))
+
     @property
     def text_languages(self) -> tuple[str, ...]:
         """The languages that have unlabelled text: a train split in an MLM source."""

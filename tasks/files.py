@@ -53,8 +53,7 @@ class FileSource:
         return self.files[language][split]
 
     def load(self, language: str, split: str) -> datasets.Dataset:
-        rows = self._read(self.path(language, split))
-        return datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in COLUMNS[self.kind]})
+        return as_dataset(self._read(self.path(language, split)), self.kind)
 
     @functools.cache  # noqa: B019 - a source lives as long as its suite; files are read once
     def _read(self, path: Path | str) -> list[dict]:
@@ -70,6 +69,11 @@ class FileSource:
             digest = _file_digest(location)
         mapping = json.dumps(self.label_map, sort_keys=True)
         return f"file-{digest}-{hashlib.sha256(mapping.encode()).hexdigest()[:8]}"
+
+
+def as_dataset(rows: list[dict], kind: Kind) -> datasets.Dataset:
+    """Parsed rows as a dataset with the columns of `kind`."""
+    return datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in COLUMNS[kind]})
 
 
 def mapped_labels(

@@ -33,8 +33,8 @@ import datasets
 import huggingface_hub
 
 from bench.errors import BenchError
-from bench.task import COLUMNS, Kind
-from tasks.files import mapped_labels
+from bench.task import Kind
+from tasks.files import as_dataset, mapped_labels
 
 MIRROR_VARIABLE = "BENCH_HUB_MIRROR"
 # The text a Wikipedia article gives MLM: its lines (paragraphs) of at least this many
@@ -123,8 +123,7 @@ class HubSource:
         return part.available if part else ()
 
     def load(self, language: str, split: str) -> datasets.Dataset:
-        rows = self._rows(language, split)
-        return datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in COLUMNS[self.kind]})
+        return as_dataset(self._rows(language, split), self.kind)
 
     @functools.cache  # noqa: B019 - a source lives as long as its suite; data is read once
     def _rows(self, language: str, split: str) -> list[dict]:
