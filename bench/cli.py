@@ -29,6 +29,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="only these labelled tasks, comma-separated (default: all)")
 
 
+def _runs(parser: argparse.ArgumentParser) -> None:
+    """What `run` and `sweep` share: the run's method, suite, setting, budget and store."""
+    parser.add_argument("--method", required=True, help="method name (see `list`)")
+    _common(parser)
+    parser.add_argument(
+        "--output", type=Path, default=Path("bench-runs"), help="MLflow store, caches, checkpoints"
+    )
+    parser.add_argument("--max-steps", type=int, help="override the suite's training steps")
+    parser.add_argument("--eval-every", type=int, help="override the steps between evaluations")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in --output)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="any option, e.g. method.weight_decay=0.01 or train.batch_size=16 (`list --options`)",
+    )  # fmt: skip
+    _plugin(parser)
+
+
 def _plugin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plugin", action="append", type=Path, default=[], metavar="FILE.py",
@@ -41,24 +58,38 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="train and evaluate one method on a suite and setting")
-    run.add_argument("--method", required=True, help="method name (see `list`)")
-    _common(run)
-    run.add_argument(
-        "--output", type=Path, default=Path("bench-runs"), help="MLflow store, caches, checkpoints"
-    )
-    run.add_argument("--max-steps", type=int, help="override the suite's training steps")
-    run.add_argument("--eval-every", type=int, help="override the steps between evaluations")
+    _runs(run)
     run.add_argument("--lr", type=float, help="learning rate (method.lr)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in --output)")
     run.add_argument(
         "--backbone-init", default="pretrained", help="pretrained, or random (an untrained control)"
     )
-    run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="any option, e.g. method.weight_decay=0.01 or train.batch_size=16 (`list --options`)",
-    )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _plugin(run)
+
+    sweep = commands.add_parser(
+        "sweep", help="an Optuna study of runs over a method's search space (one MLflow parent)"
+    )
+    _runs(sweep)
+    sweep.add_argument(
+        "--trials", type=int, default=20,
+        help="finished trials (complete or pruned) the study should hold (default: 20)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--study", help="study name (default: <suite>-<method>-<setting>); an existing one resumes"
+    )
+    sweep.add_argument(
+        "--storage",
+        help="Optuna storage URL (default: sqlite:///<output>/optuna.db; "
+        "postgresql://user:password@host/db for workers on several machines)",
+    )
+    sweep.add_argument(
+        "--workers", type=int, default=1, help="worker processes on this machine (default: 1)"
+    )
+    sweep.add_argument(
+        "--space", action="append", default=[], metavar="KEY=SPEC",
+        help="search KEY over float:LOW:HIGH[:log], int:LOW:HIGH[:log] or choice:A,B "
+        "(adds to or replaces the method's space; --set fixes a key instead)",
+    )  # fmt: skip
+    sweep.add_argument("--no-prune", action="store_true", help="let every trial finish")
 
     plan = commands.add_parser("plan", help="print the Plan of a suite and setting")
     _common(plan)
@@ -130,6 +161,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write (default: reports/<suite>/compare-<settings>.md)",
     )
 
+    report = commands.add_parser(
+        "report", help="the runs of one suite and setting in the store, compared with bootstrap CIs"
+    )
+    report.add_argument(
+        "--suite", default="demo", help="suite name or suite file suite.toml (default: demo)"
+    )
+    report.add_argument("--setting", default="mixed", help="the runs' setting (default: mixed)")
+    report.add_argument("--output", type=Path, default=Path("bench-runs"), help="the runs' folder")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in --output)")
+    report.add_argument(
+        "--baseline", default="hyperx", help="the method others are paired with (default: hyperx)"
+    )
+    report.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap replicates (default: 1000)"
+    )
+    report.add_argument(
+        "--filter", help="an MLflow search filter the runs must also match, "
+        "e.g. 'params.`train.max_steps` = \"400\"'",
+    )  # fmt: skip
+    report.add_argument(
+        "--report", type=Path,
+        help="where to write (default: reports/<suite>/<setting>.md; the plots beside it)",
+    )  # fmt: skip
+
     perf = commands.add_parser(
         "perf", help="Hyper-X step time against a static adapter: reports/perf.md"
     )
@@ -145,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--max-steps", type=int, help="override the suite's training steps")
     transfer.add_argument("--output", type=Path, default=Path("bench-runs"))
     transfer.add_argument("--report", type=Path, help="where to write (default: reports/demo/)")
+
+    ui = commands.add_parser(
+        "ui", help="the MLflow UI over the runs of --output (an `mlflow server`, Ctrl-C stops it)"
+    )
+    ui.add_argument("--output", type=Path, default=Path("bench-runs"), help="the runs' folder")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in --output)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     return parser
 
 
@@ -184,24 +247,31 @@ def _split_sets(pairs: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     return sections["train"], sections["method"]
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _request(args: argparse.Namespace):
+    """The runner's Request from the flags of `run` or `sweep`."""
     from bench import runner
-    from bench.report import results_table
 
     train, method = _split_sets(args.set)
     train.update(_train_overrides(args))
     for flag, key in (("max_steps", "max_steps"), ("eval_every", "eval_every")):
         if getattr(args, flag) is not None:
             train[key] = getattr(args, flag)
-    if args.lr is not None:
+    if getattr(args, "lr", None) is not None:
         method["lr"] = args.lr
-    request = runner.Request(
+    return runner.Request(
         method=args.method, setting=args.setting, suite=args.suite, seed=args.seed,
-        output=args.output, tracking_uri=args.tracking_uri, backbone_init=args.backbone_init,
-        train=train, method_options=method, progress=not args.no_progress, tasks=_tasks(args),
+        output=args.output, tracking_uri=args.tracking_uri,
+        backbone_init=getattr(args, "backbone_init", "pretrained"), train=train,
+        method_options=method, progress=not getattr(args, "no_progress", True), tasks=_tasks(args),
         plugins=tuple(args.plugin),
     )  # fmt: skip
-    prepared = runner.prepare(request)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import runner
+    from bench.report import results_table
+
+    prepared = runner.prepare(_request(args))
     result = runner.execute(prepared)
     print()
     print(f"{prepared.suite.name} / {prepared.plan.setting} / {args.method} / seed {args.seed}")
@@ -223,6 +293,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.tracking import ui_hint
 
     print(ui_hint(result.tracking_uri, result.experiment_id, result.run_id))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench import sweep
+    from bench.tracking import hide_password, ui_hint
+
+    _positive(trials=args.trials, workers=args.workers)
+    spec = sweep.prepare(
+        _request(args), trials=args.trials, study=args.study, storage=args.storage,
+        space=sweep.parse_space(args.space), prune=not args.no_prune,
+    )  # fmt: skip
+    space = ", ".join(f"{k} {sweep.describe(v)}" for k, v in spec.space.items())
+    print(f"study {spec.study} in {hide_password(spec.storage)}: {args.trials} trials over {space}")
+    try:
+        sweep.run(spec, args.workers)
+    except KeyboardInterrupt:
+        sweep.interrupted(spec)
+        print(f"\ninterrupted: run the same command to resume study {spec.study}", file=sys.stderr)
+        return 130
+    print(sweep.render(spec, sweep.finish(spec)))
+    print(ui_hint(spec.tracking_uri, spec.experiment_id, spec.parent_run_id))
     return 0
 
 
@@ -363,6 +455,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return _write_report(text, path)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from bench import plugins, report, suites
+    from bench.tracking import resolve_uri
+
+    plugins.load_builtins()
+    _positive(bootstrap=args.bootstrap)
+    suite = suites.get(args.suite)
+    path = args.report or report.REPORTS / suite.name / f"{args.setting}.md"
+    report.check_writable(path)
+    found = report.build(
+        resolve_uri(args.output, args.tracking_uri), suite, args.setting,
+        baseline=args.baseline, replicates=args.bootstrap, extra_filter=args.filter,
+    )  # fmt: skip
+    command = "python -m bench report"
+    defaults = vars(build_parser().parse_args(["report"]))
+    for flag, value in vars(args).items():
+        if value != defaults[flag]:
+            command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
+    print(report.save(found, path, command))
+    print(f"written to {path}")
+    return 0
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
     import torch
 
@@ -399,6 +516,12 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return _write_report(text, args.report or transfer.REPORT)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from bench import ui
+
+    return ui.serve(args.output, args.tracking_uri, args.host, args.port)
+
+
 def _write_report(text: str, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -415,6 +538,7 @@ def _positive(**flags: int) -> None:
 
 COMMANDS = {
     "run": cmd_run,
+    "sweep": cmd_sweep,
     "plan": cmd_plan,
     "list": cmd_list,
     "backbone": cmd_backbone,
@@ -423,4 +547,6 @@ COMMANDS = {
     "data": cmd_data,
     "perf": cmd_perf,
     "compare": cmd_compare,
+    "report": cmd_report,
+    "ui": cmd_ui,
 }

@@ -17,9 +17,9 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from bench import runner
+from bench.report import REPORTS as REPORTS  # where `compare` and `params` write
+from bench.report import mean_sd, trained_params
 from bench.tracking import param_text, resolve_uri
-
-REPORTS = Path(__file__).resolve().parent.parent / "reports"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +143,8 @@ def render(
     ]
     for c in cells:
         row = [f"`{c.method}`", c.setting]
-        row += [_mean_sd(c.values(f"eval/{t}/avg_target")) for t in tasks]
-        trained = [m["params/trainable"] + m.get(_STAGED, 0) for m in c.runs]
+        row += [mean_sd(c.values(f"eval/{t}/avg_target")) for t in tasks]
+        trained = [trained_params(m) for m in c.runs]
         row += [f"{int(statistics.fmean(trained)):,}"]
         row += [f"{statistics.fmean(c.values('memory/peak_rss_mb')):,.0f}"]
         row += [f"{statistics.fmean(c.values('time/train_s')):.1f}"]
@@ -271,14 +271,3 @@ def _reading(cells: list[Cell], tasks: list[str]) -> list[str]:
                 f"(lead {lead:.1f}: {verdict})"
             )
     return lines
-
-
-_STAGED = "params/stage_trained"
-
-
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"

@@ -10,3 +10,7 @@ class BenchError(Exception):
 
 class TrainingError(Exception):
     """A run that started but could not finish (for example a non-finite loss)."""
+
+
+class Stopped(Exception):
+    """A run ended early on purpose (a sweep pruning an unpromising trial): not a failure."""

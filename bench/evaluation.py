@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 
 import torch
 
@@ -70,18 +71,22 @@ def evaluate(
     predictions = predict(model, task, data, collator, train.eval_batch_size)
     column = "tags" if task.kind is Kind.TOKEN else "label"
     gold = data.rows.to_dict()[column]
-    # A word lost to truncation counts as wrong: "O" for NER (a missed entity), else no label.
-    fallback = "O" if "O" in task.labels else ""
-    scored = [
-        [fallback if p is None else p for p in pred] if isinstance(pred, list) else pred
-        for pred in predictions
-    ]
-    score = METRICS[task.family.metric](gold, scored)
+    score = METRICS[task.family.metric](gold, scored(predictions, task.labels))
     refs = references.scores(list(data.rows)) if references is not None else {}
     return PairResult(
         task.name, pair.pair.language, pair.split, pair.role, model_name,
         task.family.metric, score, refs, predictions, gold,
     )  # fmt: skip
+
+
+def scored(predictions: list, labels: Sequence[str]) -> list:
+    """Predictions as the metric reads them: a word lost to truncation (None) counts as wrong,
+    "O" for NER (a missed entity), else no label."""
+    fallback = "O" if "O" in labels else ""
+    return [
+        [fallback if p is None else p for p in pred] if isinstance(pred, list) else pred
+        for pred in predictions
+    ]
 
 
 def summarize(results: list[PairResult]) -> dict[str, float]:

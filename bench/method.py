@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from optuna.distributions import BaseDistribution, FloatDistribution
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -148,6 +149,15 @@ class Method(abc.ABC):
     def check(cls, plan: ModelPlan, config: MethodConfig) -> None:
         """Raise BenchError if this method cannot run `plan` (called before any run exists)."""
         return None
+
+    @classmethod
+    def search_space(cls) -> dict[str, BaseDistribution]:
+        """What `bench sweep` searches: option key (`method.lr`, `train.warmup_ratio`) -> an
+        Optuna distribution. Methods add their own options to this."""
+        return {
+            "method.lr": FloatDistribution(1e-5, 1e-2, log=True),
+            "train.warmup_ratio": FloatDistribution(0.0, 0.2),
+        }
 
     @classmethod
     def stages(cls, plan: ModelPlan, config: MethodConfig) -> tuple[Stage, ...]:

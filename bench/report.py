@@ -1,12 +1,30 @@
-"""Tables of results, as printed at the end of `bench run`."""
+"""Tables of results: printed at the end of `bench run`, and `bench report`, which reads the
+runs of one suite and setting back from MLflow and compares the methods with bootstrap intervals
+over the test examples (`bench.bootstrap`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
+import json
+import os
 import statistics
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
+from pathlib import Path
 
-from bench.evaluation import PairResult
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from bench import bootstrap
+from bench.bootstrap import Difference, Estimate
+from bench.errors import BenchError
+from bench.evaluation import PairResult, scored
+from bench.suites import Suite
+from bench.tracking import first_line
 
 REFERENCE_ORDER = ("majority", "lookup")
 
@@ -53,3 +71,594 @@ def results_table(results: list[PairResult], names: Mapping[str, str] | None = N
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+# `bench report`: the runs of one suite and setting, read back from MLflow, with bootstrap CIs.
+
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
+SWEEP_TAG = "sweep.study"  # Optuna studies tag their parent and trial runs with it
+_STAGED = "params/stage_trained"
+_CHECK = 1e-6  # recomputed scores further than this from the logged ones are reported
+
+
+def trained_params(metrics: Mapping[str, float]) -> float:
+    """What a run trained: its trainable parameters and those its stages trained before it."""
+    return metrics["params/trainable"] + metrics.get(_STAGED, 0)
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One target pair of one method: every seed's per-example counts, on the same examples."""
+
+    metric: str
+    gold: str  # a fingerprint of the gold labels: methods are paired where these are equal
+    counts: np.ndarray  # (seeds, examples, counts)
+
+    @property
+    def point(self) -> float:
+        """Mean over seeds of the score on the whole test sample (the logged score)."""
+        return float(bootstrap.score(self.metric, self.counts.sum(axis=1)).mean())
+
+
+@dataclasses.dataclass
+class MethodRuns:
+    name: str
+    runs: list  # mlflow Runs of the kept configuration, one per seed, by seed
+    left_out: list[str]  # why other runs of the method were left out, one line each
+    samples: dict[str, Sample] = dataclasses.field(default_factory=dict)  # "task/language" ->
+
+    def values(self, key: str) -> list[float]:
+        return [r.data.metrics[key] for r in self.runs if key in r.data.metrics]
+
+    @property
+    def seeds(self) -> list[str]:
+        return [r.data.params.get("seed", "?") for r in self.runs]
+
+
+@dataclasses.dataclass
+class Report:
+    suite: str
+    setting: str
+    uri: str
+    extra_filter: str | None
+    baseline: str
+    replicates: int
+    methods: list[MethodRuns]  # the baseline first, then by name
+    excluded: list[str]  # runs not counted at all, one line each
+    estimates: dict[tuple[str, str], Estimate]  # (method, "task/language" or task) ->
+    differences: dict[tuple[str, str], Difference | None]  # against the baseline; None: unpaired
+    mismatch: float  # the largest |recomputed - logged| score over every run and pair
+
+    @property
+    def pairs(self) -> list[str]:
+        return sorted({p for m in self.methods for p in m.samples})
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(_task(p) for p in self.pairs))
+
+    def pairs_of(self, task: str) -> list[str]:
+        return [p for p in self.pairs if p.startswith(f"{task}/")]
+
+    def metric(self, task: str) -> str:
+        return next(m.samples[p].metric for m in self.methods for p in m.samples if _in(p, task))
+
+    def reference(self, name: str, scope: str) -> float | None:
+        """A reference score (fitted on the setting's sources: the same for every run)."""
+        key = f"{scope}/avg_target" if "/" not in scope else f"{scope}/{self.metric(_task(scope))}"
+        return next(
+            iter(v for m in self.methods for v in m.values(f"reference/{name}/{key}")), None
+        )
+
+
+def check_writable(path: Path) -> None:
+    """Before any work: the report can be written there (its folder exists or can be made)."""
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if (
+        path.is_dir()
+        or not folder.is_dir()
+        or not os.access(folder, os.W_OK)
+        or (path.exists() and not os.access(path, os.W_OK))
+    ):
+        raise BenchError(f"report path {path} is not writable; choose another with --report")
+
+
+def build(
+    uri: str,
+    suite: Suite,
+    setting: str,
+    *,
+    baseline: str,
+    replicates: int,
+    extra_filter: str | None = None,
+) -> Report:
+    """Everything the report shows, computed: nothing is written."""
+    client = _client(uri)
+    runs, excluded = _find_runs(client, uri, suite.name, setting, extra_filter)
+    methods = _group(runs, baseline)
+    mismatch = max(_load_samples(client, method, suite) for method in methods)
+    estimates, differences = intervals(methods, baseline, replicates)
+    return Report(
+        suite.name, setting, uri, extra_filter, baseline, replicates, methods, excluded,
+        estimates, differences, mismatch,
+    )  # fmt: skip
+
+
+def _client(uri: str) -> MlflowClient:
+    path = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and not path.exists():  # MLflow would create an empty one
+        raise BenchError(
+            f"no MLflow store at {path}; give the runs' --output folder or --tracking-uri"
+        )
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per run: noise
+    return MlflowClient(uri)
+
+
+def _find_runs(
+    client: MlflowClient, uri: str, name: str, setting: str, extra_filter: str | None
+) -> tuple[list, list[str]]:
+    try:
+        experiment = client.get_experiment_by_name(name)
+    except Exception as error:  # the store could not be reached or opened
+        raise BenchError(f"tracking store {uri} is unusable: {first_line(error)}") from None
+    if experiment is None:
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise BenchError(f"no experiment {name!r} in {uri}; experiments there: {names}")
+    query = f"attributes.status = 'FINISHED' AND tags.setting = '{setting}'"
+    try:
+        found = _search(client, experiment.experiment_id, query, extra_filter)
+    except MlflowException as error:
+        raise BenchError(f"--filter {extra_filter!r} is invalid: {first_line(error)}") from None
+    runs = [r for r in found if SWEEP_TAG not in r.data.tags and "method" in r.data.tags]
+    if not runs:
+        finished = _search(client, experiment.experiment_id, "attributes.status = 'FINISHED'")
+        settings = sorted({r.data.tags.get("setting", "") for r in finished} - {""})
+        matching = f" matching --filter {extra_filter!r}" if extra_filter else ""
+        raise BenchError(
+            f"no finished runs of setting {setting!r}{matching} in experiment {name!r} of {uri}; "
+            f"settings with finished runs: {', '.join(settings) or 'none'}"
+        )
+    excluded = []
+    if sweeps := sum(SWEEP_TAG in r.data.tags for r in found):
+        excluded.append(
+            f"{_runs(sweeps)} tagged `{SWEEP_TAG}` (Optuna studies and their trials: tuning "
+            "runs, not the grid)"
+        )
+    if untagged := len(found) - len(runs) - sweeps:
+        excluded.append(f"{_runs(untagged)} without a `method` tag (not written by `bench run`)")
+    return runs, excluded
+
+
+def _search(client: MlflowClient, experiment_id: str, query: str, extra: str | None = None):
+    query += f" AND {extra}" if extra else ""
+    found, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, page_token=token)
+        found += page
+        token = page.token
+        if not token:
+            return found
+
+
+def _group(runs: list, baseline: str) -> list[MethodRuns]:
+    """Runs by their `method` tag. Of a method's configurations (its params other than the
+    seed), the one with the newest run is kept; of a seed run more than once, the newest run."""
+    by_method: dict[str, list] = defaultdict(list)
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        by_method[run.data.tags["method"]].append(run)
+    methods = []
+    for name in sorted(by_method, key=lambda m: (m != baseline, m)):
+        configs: dict[tuple, list] = defaultdict(list)
+        for run in by_method[name]:
+            params = run.data.params.items()
+            configs[tuple(sorted((k, v) for k, v in params if k != "seed"))].append(run)
+        kept = list(configs)[-1]  # runs are in order of start: the newest run's configuration
+        left_out = [
+            f"{_runs(len(older))} of an older configuration ({_differences(dict(c), dict(kept))})"
+            for c, older in configs.items()
+            if c != kept
+        ]
+        by_seed = {r.data.params.get("seed", "?"): r for r in configs[kept]}  # the newest wins
+        if again := len(configs[kept]) - len(by_seed):
+            left_out.append(f"{_runs(again)} of a seed that was run again later (the newest kept)")
+        seeds = sorted(by_seed, key=lambda s: (len(s), s))
+        methods.append(MethodRuns(name, [by_seed[s] for s in seeds], left_out))
+    return methods
+
+
+def _differences(older: dict[str, str], kept: dict[str, str]) -> str:
+    keys = sorted(k for k in older.keys() | kept.keys() if older.get(k) != kept.get(k))
+    texts = [f"`{k}` {older.get(k, 'unset')} where the kept runs have {kept.get(k, 'unset')}"
+             for k in keys[:4]]  # fmt: skip
+    return "; ".join(texts) + (f"; {len(keys) - 4} more params differ" if len(keys) > 4 else "")
+
+
+def _load_samples(client: MlflowClient, method: MethodRuns, suite: Suite) -> float:
+    """Read each run's per-example predictions (`results.json`) into the method's samples; the
+    largest difference between a recomputed and a logged score."""
+    found: dict[str, list[tuple[str, str, np.ndarray]]] = defaultdict(list)
+    mismatch = 0.0
+    with tempfile.TemporaryDirectory() as folder:
+        for run in method.runs:
+            for pair in _results(client, run, folder)["pairs"]:
+                if pair["role"] != "target":
+                    continue
+                predictions = scored(pair["predictions"], suite.task(pair["task"]).labels)
+                counts = bootstrap.counts(pair["metric"], pair["gold"], predictions)
+                score = bootstrap.score(pair["metric"], counts.sum(axis=0))
+                mismatch = max(mismatch, abs(float(score) - pair["score"]))
+                gold = hashlib.sha256(json.dumps(pair["gold"]).encode()).hexdigest()
+                found[f"{pair['task']}/{pair['language']}"].append((pair["metric"], gold, counts))
+    for name, entries in sorted(found.items()):
+        metrics, golds, counts = zip(*entries, strict=True)
+        if len(entries) != len(method.runs) or len(set(golds)) > 1:
+            raise BenchError(
+                f"the runs of {method.name} evaluated {name} on different examples, so their "
+                "seeds cannot be pooled; leave some out with --filter"
+            )
+        method.samples[name] = Sample(metrics[0], golds[0], np.stack(counts))
+    return mismatch
+
+
+def _results(client: MlflowClient, run, folder: str) -> dict:
+    try:
+        path = client.download_artifacts(run.info.run_id, "results.json", folder)
+    except Exception as error:  # no such artifact, or the artifact store cannot be read
+        raise BenchError(
+            f"run {run.info.run_id} ({run.data.tags['method']}) has no readable results.json: "
+            f"{first_line(error)}"
+        ) from None
+    return json.loads(Path(path).read_text())
+
+
+def intervals(
+    methods: list[MethodRuns], baseline: str, replicates: int
+) -> tuple[dict[tuple[str, str], Estimate], dict[tuple[str, str], Difference | None]]:
+    """Per method and target pair (and task: the mean over its pairs), the score's interval; per
+    other method, its difference from the baseline. One replicate draws each pair's examples
+    again, independently of the other pairs, and applies the draw to every seed and method
+    evaluated on those examples."""
+    rng = np.random.default_rng(0)
+    draws: dict[tuple[str, str], np.ndarray] = {}
+    points: dict[tuple[str, str], float] = {}
+    for pair in sorted({p for m in methods for p in m.samples}):
+        samples = {m.name: m.samples[pair] for m in methods if pair in m.samples}
+        for gold in dict.fromkeys(s.gold for s in samples.values()):
+            same = {name: s for name, s in samples.items() if s.gold == gold}
+            examples = next(iter(same.values())).counts.shape[1]
+            weights = bootstrap.multiplicities(rng, examples, replicates)
+            for name, s in same.items():
+                draws[(name, pair)] = bootstrap.replicate_scores(s.metric, weights, s.counts)
+                points[(name, pair)] = s.point
+    for m in methods:
+        for task in dict.fromkeys(_task(p) for p in m.samples):
+            scope = [(m.name, p) for p in m.samples if _in(p, task)]
+            draws[(m.name, task)] = np.mean([draws[k] for k in scope], axis=0)
+            points[(m.name, task)] = statistics.fmean(points[k] for k in scope)
+    estimates = {key: Estimate.of(points[key], draws[key]) for key in draws}
+    base = next((m for m in methods if m.name == baseline), None)
+    differences: dict[tuple[str, str], Difference | None] = {}
+    for m in [m for m in methods if base and m is not base]:
+        for key in [k for k in draws if k[0] == m.name]:
+            scope = key[1]
+            golds = [{p: s.gold for p, s in x.samples.items() if _in(p, scope)} for x in (m, base)]
+            if golds[0] != golds[1]:  # not the same pairs on the same examples
+                differences[key] = None
+                continue
+            differences[key] = Difference.of(
+                points[key] - points[(baseline, scope)], draws[key] - draws[(baseline, scope)]
+            )
+    return estimates, differences
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" + "s" * (count != 1)
+
+
+def _task(scope: str) -> str:
+    return scope.split("/")[0]
+
+
+def _in(pair: str, scope: str) -> bool:
+    """Whether a target pair is, or belongs to, a scope: a pair, or a task."""
+    return pair == scope or pair.startswith(f"{scope}/")
+
+
+def save(report: Report, path: Path, command: str) -> str:
+    """Draw the figures and write them beside the markdown report; returns the markdown."""
+    images = figures(report)
+    names = {kind: f"{path.stem}-{kind}.png" for kind in images}
+    text = render(report, command, names)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for kind, png in images.items():
+            (path.parent / names[kind]).write_bytes(png)
+        path.write_text(text)
+    except OSError as error:
+        raise BenchError(f"report path {path} is not writable: {error.strerror}") from None
+    return text
+
+
+def render(report: Report, command: str, figure_names: Mapping[str, str]) -> str:
+    r, tasks = report, report.tasks
+    runs = ", ".join(
+        f"`{m.name}` {len(m.runs)} (seed{'s' * (len(m.runs) > 1)} {', '.join(m.seeds)})"
+        for m in r.methods
+    )
+    matching = f" and matching {_code(r.extra_filter)}" if r.extra_filter else ""
+    lines = [
+        f"# The {r.suite} suite, {r.setting} setting: methods compared",
+        "",
+        f"Regenerate: {_code(command)}",
+        "",
+        f"Read from `{r.uri}`, experiment `{r.suite}`: the finished runs tagged `setting` = "
+        f"`{r.setting}`{matching}, grouped by their `method` tag. Runs per method: {runs}.",
+    ]
+    left_out = [f"- {line}" for line in r.excluded]
+    left_out += [f"- `{m.name}`: {line}" for m in r.methods for line in m.left_out]
+    if left_out:
+        lines += ["", "Left out:", "", *left_out]
+    lines += [
+        "",
+        f"![Score per method and target pair]({figure_names['heatmap']})",
+        "",
+        f"![Average target score against trained parameters]({figure_names['params']})",
+        "",
+        "## Average target score per task",
+        "",
+        "Zero-shot target pairs; entity F1 for NER, accuracy otherwise. Mean ± standard deviation",
+        f"over seeds, then the {bootstrap.LEVEL}% bootstrap interval over test examples (see the",
+        "end). *Trained params* counts what the run trains plus what the method trained before",
+        "it and froze (MAD-X's language adapters).",
+        "",
+    ]
+    lines += _summary_table(r, tasks)
+    lines += ["", "## Per target pair", "", f"Mean over seeds [{bootstrap.LEVEL}% interval].", ""]
+    lines += _pairs_table(r, tasks)
+    lines += ["", f"## Against `{r.baseline}`, paired", ""]
+    if not any(m.name == r.baseline for m in r.methods):
+        others = ", ".join(m.name for m in r.methods)
+        lines.append(
+            f"`{r.baseline}` has no runs here: no paired comparison (--baseline: {others})."
+        )
+    else:
+        lines += [
+            f"Each method minus `{r.baseline}`, both scored on the same resampled examples in",
+            "every replicate. *Win rate*: the share of replicates in which the method scores",
+            "higher (ties count half). *Better* or *worse* when the interval of the difference",
+            "excludes 0. *Not paired*: the two were evaluated on different examples.",
+            "",
+        ]
+        lines += _differences_table(r, tasks)
+    lines += ["", "## Reading (computed)", "", *_reading(r, tasks)]
+    lines += ["", "## How the intervals are computed", "", *_method_note(r)]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_table(r: Report, tasks: list[str]) -> list[str]:
+    gpu = any(m.values("memory/peak_gpu_mb") for m in r.methods)
+    header = ["method", "runs", *[f"{t} {r.metric(t)} (avg target)" for t in tasks]]
+    header += ["trained params", "peak RSS MB", *(["peak GPU MB"] * gpu), "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in r.methods:
+        row = [f"`{m.name}`", str(len(m.runs))]
+        for task in tasks:
+            estimate = r.estimates.get((m.name, task))
+            interval = f" {_interval(estimate)}" if estimate else ""
+            row.append(mean_sd(m.values(f"eval/{task}/avg_target")) + interval)
+        row.append(f"{statistics.fmean(trained_params(x.data.metrics) for x in m.runs):,.0f}")
+        keys = ["memory/peak_rss_mb", *(["memory/peak_gpu_mb"] * gpu), "time/train_s"]
+        row += [_mean(m.values(k), ".0f" if k.startswith("memory") else ".1f") for k in keys]
+        lines.append("| " + " | ".join(row) + " |")
+    for name in REFERENCE_ORDER:
+        row = [f"reference: {name}", "", *[_pct(r.reference(name, t)) for t in tasks]]
+        lines.append("| " + " | ".join(row + [""] * (len(header) - len(row))) + " |")
+    return lines
+
+
+def _pairs_table(r: Report, tasks: list[str]) -> list[str]:
+    header = ["pair", "metric", *[f"`{m.name}`" for m in r.methods], *REFERENCE_ORDER]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for pair in (p for t in tasks for p in r.pairs_of(t)):
+        row = [pair, r.metric(_task(pair))]
+        for m in r.methods:
+            estimate = r.estimates.get((m.name, pair))
+            row.append(f"{estimate.point:.1f} {_interval(estimate)}" if estimate else "-")
+        row += [_pct(r.reference(name, pair)) for name in REFERENCE_ORDER]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _differences_table(r: Report, tasks: list[str]) -> list[str]:
+    header = ["method", "scope", f"difference from `{r.baseline}`", "interval", "win rate"]
+    lines = ["| " + " | ".join([*header, "verdict"]) + " |", "|" + "---|" * (len(header) + 1)]
+    for m in r.methods:
+        for scope in (s for t in tasks for s in (t, *r.pairs_of(t))):
+            if (m.name, scope) not in r.differences:
+                continue
+            label = f"**{scope}** (avg target)" if scope in tasks else scope
+            row = [f"`{m.name}`", label]
+            if (d := r.differences[(m.name, scope)]) is None:
+                row += ["", "", "", "not paired"]
+            else:
+                row += [f"{d.estimate.point:+.1f}", _interval(d.estimate), f"{d.win_rate:.2f}"]
+                row.append(d.verdict)
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _reading(r: Report, tasks: list[str]) -> list[str]:
+    """Per task: the highest mean and its interval, the verdicts against the baseline, the
+    methods whose whole interval lies above the better reference, and those whose seeds vary
+    more than their test sample does."""
+    lines = []
+    for task in tasks:
+        ranked = [(r.estimates[(m.name, task)], m) for m in r.methods
+                  if (m.name, task) in r.estimates]  # fmt: skip
+        best, winner = max(ranked, key=lambda item: item[0].point)
+        text = f"- {task}: highest mean `{winner.name}` {best.point:.1f} {_interval(best)}"
+        verdicts: dict[str, list[str]] = defaultdict(list)
+        for (name, scope), d in r.differences.items():
+            if scope == task:
+                verdicts["not paired" if d is None else d.verdict].append(f"`{name}`")
+        if verdicts:
+            parts = [f"{v} {', '.join(names)}" for v, names in sorted(verdicts.items())]
+            text += f"; against `{r.baseline}`: " + "; ".join(parts)
+        references = [(v, n) for n in REFERENCE_ORDER if (v := r.reference(n, task)) is not None]
+        if references:
+            value, name = max(references)
+            above = [f"`{m.name}`" for e, m in ranked if e.low > value] or ["none"]
+            text += f". Interval wholly above the {name} reference ({value:.1f}): "
+            text += ", ".join(above)
+        spread = [
+            f"`{m.name}`" for e, m in ranked
+            if len(v := m.values(f"eval/{task}/avg_target")) > 1
+            and statistics.stdev(v) > (e.high - e.low) / 2
+        ]  # fmt: skip
+        if spread:
+            text += (
+                f". The sd over seeds exceeds the interval's half-width for {', '.join(spread)}: "
+                "comparisons with them describe these seeds' models; other seeds may differ"
+            )
+        lines.append(text + ".")
+    return lines
+
+
+def _method_note(r: Report) -> list[str]:
+    tail = (100 - bootstrap.LEVEL) / 2
+    if r.mismatch <= _CHECK:
+        check = f"reproduces every logged score (largest difference {r.mismatch:.0e})"
+    else:
+        check = (
+            f"**differs from the logged scores by up to {r.mismatch:.2g}**: the intervals may "
+            "not describe them"
+        )
+    return [
+        "Each run's `results.json` holds every test example's prediction and gold label. Scoring",
+        f"them again as per-example counts {check}. A bootstrap replicate draws each target",
+        "pair's test examples again with replacement, independently of the other pairs, and",
+        "scores every seed's run of every method on that same draw; a method's replicate score",
+        "is the mean over its seeds, a task's the mean over its target pairs.",
+        f"{r.replicates} replicates (numpy `default_rng(0)`: the report is reproducible); the",
+        f"intervals are their {tail:g}th and {100 - tail:g}th percentiles.",
+        "",
+        "An interval says how much a score depends on which test examples were drawn, for these",
+        "trained models. It does not cover training: the ± over seeds does that, and with a few",
+        "seeds only roughly. Neither covers the choice of hyperparameters or budget.",
+    ]
+
+
+def _code(text: str) -> str:
+    """Inline code that may hold backticks itself (an MLflow filter)."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _interval(estimate: Estimate) -> str:
+    return f"[{estimate.low:.1f}, {estimate.high:.1f}]"
+
+
+def _mean(values: list[float], spec: str) -> str:
+    return format(statistics.fmean(values), spec) if values else "-"
+
+
+def figures(report: Report) -> dict[str, bytes]:
+    """PNGs: a heatmap of the scores per method and target pair, and each task's average target
+    score against the trained parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    images = {}
+    for kind, draw in (("heatmap", _heatmap), ("params", _params_plot)):
+        figure = draw(report, pyplot)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+        pyplot.close(figure)
+        images[kind] = buffer.getvalue()
+    return images
+
+
+_SPAN = 10.0  # the colour scale of a task covers at least this many points
+
+
+def _heatmap(r: Report, pyplot):
+    tasks, names = r.tasks, [m.name for m in r.methods]
+    widths = [len(r.pairs_of(t)) for t in tasks]
+    figure, axes = pyplot.subplots(
+        1, len(tasks), squeeze=False, gridspec_kw={"width_ratios": widths},
+        figsize=(1.6 + 0.95 * sum(widths) + 0.3 * len(tasks), 1.5 + 0.45 * len(names)),
+    )  # fmt: skip
+    colours = pyplot.get_cmap("viridis").with_extremes(bad="lightgrey")
+    for i, (ax, task) in enumerate(zip(axes[0], tasks, strict=True)):
+        pairs = r.pairs_of(task)
+        values = np.array(
+            [[e.point if (e := r.estimates.get((n, p))) else np.nan for p in pairs] for n in names]
+        )
+        low, high = np.nanmin(values), np.nanmax(values)
+        if high - low < _SPAN:  # near-equal scores should look near-equal
+            low, high = (low + high - _SPAN) / 2, (low + high + _SPAN) / 2
+        ax.imshow(np.ma.masked_invalid(values), cmap=colours, vmin=low, vmax=high, aspect="auto")
+        for (row, column), value in np.ndenumerate(values):
+            light = np.isnan(value) or (value - low) / (high - low) > 0.55
+            text = "-" if np.isnan(value) else f"{value:.1f}"
+            ax.text(column, row, text, ha="center", va="center", fontsize=9,
+                    color="black" if light else "white")  # fmt: skip
+        ax.set_xticks(range(len(pairs)), [p.split("/")[1] for p in pairs], fontsize=9)
+        ax.set_yticks(range(len(names)), names if i == 0 else [], fontsize=9)
+        ax.tick_params(length=0)
+        ax.set_title(f"{task} ({r.metric(task)})", fontsize=10)
+    figure.suptitle(
+        f"{r.suite}, {r.setting}: target score, mean over seeds (colour scaled per task)",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def _params_plot(r: Report, pyplot):
+    tasks = r.tasks
+    figure, axes = pyplot.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.9), squeeze=False)
+    colours = pyplot.get_cmap("tab10")
+    references = {}  # name -> a line, for the figure's one legend
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for i, m in enumerate(r.methods):
+            scores = m.values(f"eval/{task}/avg_target")
+            if not scores:
+                continue
+            x = statistics.fmean(trained_params(run.data.metrics) for run in m.runs)
+            y = statistics.fmean(scores)
+            sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
+            ax.errorbar(x, y, yerr=sd, fmt="o", capsize=3, color=colours(i % 10))
+            ax.annotate(
+                m.name, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8,
+                color=colours(i % 10), bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1},
+            )  # fmt: skip
+        for name, style in zip(REFERENCE_ORDER, (":", "--"), strict=True):
+            if (value := r.reference(name, task)) is not None:
+                references[name] = ax.axhline(value, color="grey", linestyle=style, linewidth=1)
+        ax.set_xscale("log")
+        ax.margins(x=0.25, y=0.15)
+        low, high = ax.get_ylim()
+        if high - low < _SPAN:  # as the heatmap: near-equal scores should look near-equal
+            ax.set_ylim((low + high - _SPAN) / 2, (low + high + _SPAN) / 2)
+        ax.set_xlabel("trained parameters (log scale)", fontsize=9)
+        ax.set_ylabel(f"avg target {r.metric(task)}", fontsize=9)
+        ax.set_title(f"{task}: mean ± sd over seeds", fontsize=10)
+    if references:
+        figure.legend(
+            references.values(), [f"reference: {n}" for n in references], loc="lower center",
+            ncol=len(references), fontsize=8, frameon=False,
+        )  # fmt: skip
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    return figure

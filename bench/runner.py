@@ -35,11 +35,11 @@ from bench import backbone as demo_backbone
 from bench import plugins, suites
 from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
-from bench.errors import BenchError, TrainingError
+from bench.errors import BenchError, Stopped, TrainingError
 from bench.evaluation import PairResult, evaluate, summarize
 from bench.method import METHODS, Backbone, Method, MethodConfig, Model, Stage, count_parameters
 from bench.references import References
-from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb
+from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb, reset_peaks
 from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair
 from bench.suites import Suite
 from bench.tracking import Tracker, git_state, resolve_uri
@@ -61,6 +61,10 @@ class Request:
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool = True
     plugins: tuple[Path, ...] = ()  # modules outside the repository that register methods
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)  # more MLflow run tags
+    # called after each model-selection evaluation with its mean score and whether it was the
+    # run's last; it may raise `Stopped` to end the run there (a sweep pruning a trial)
+    on_select: Callable[[float, bool], None] | None = None
 
 
 @dataclasses.dataclass
@@ -96,6 +100,7 @@ class RunResult:
 
 def prepare(request: Request) -> Prepared:
     started = time.perf_counter()
+    reset_peaks()
     plugins.load_builtins()
     plugins.load_files(request.plugins)
     if request.backbone_init not in ("pretrained", "random"):
@@ -281,10 +286,16 @@ def execute(prepared: Prepared) -> RunResult:
         "suite": plan.suite,
         "seed": str(request.seed),
         **git_state(),
+        **request.tags,
     }
-    tracker.start(f"{request.method}-{plan.setting}-s{request.seed}", params, tags)
+    name = tags.get("mlflow.runName") or f"{request.method}-{plan.setting}-s{request.seed}"
+    tracker.start(name, params, tags)
     try:
         result = _train_and_evaluate(prepared, tracker)
+    except Stopped as error:  # asked for, not a failure: the run ends where it was stopped
+        tracker.tags({"stopped": str(error)[:5000]})
+        tracker.end("KILLED")
+        raise
     except BaseException as error:
         tracker.tags({"error": f"{type(error).__name__}: {error}"[:5000]})
         tracker.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
@@ -300,6 +311,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     pair_results: list[PairResult] = []
     train_time, eval_time, stage_time = Stopwatch(), Stopwatch(), Stopwatch()
     tokens, trainable, total, stages_trained = 0, 0, 0, 0
+    selected: list[float] = []  # each model's best model-selection score
     staged: dict[str, int] = {}  # stage -> parameters it trained: counted once per run
     for model_plan in prepared.plan.models:
         with stage_time:
@@ -322,7 +334,9 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         staged.update(counts)  # the models of single-task share their stages: each counts once
         with train_time:
             path = checkpoints / f"{model_plan.name}.safetensors"
-            tokens += _train(prepared, model_plan, model, collator, tracker, path)
+            model_tokens, best = _train(prepared, model_plan, model, collator, tracker, path)
+            tokens += model_tokens
+            selected.append(best)
         with eval_time:
             for e in model_plan.eval:
                 data = prepared.data[data_key(e)]
@@ -334,6 +348,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     metrics = summarize(pair_results)
     metrics.update(
         {
+            "select/score": sum(selected) / len(selected),
             "params/trainable": trainable,
             "params/total": total,
             "params/stage_trained": sum(staged.values()),
@@ -456,14 +471,16 @@ def _train(
     collator: Collator,
     tracker: Tracker,
     path: Path,
-) -> int:
-    """Trains `model` in place, leaves it at its best model-selection checkpoint; returns tokens."""
+) -> tuple[int, float]:
+    """Trains `model` in place, leaves it at its best model-selection checkpoint; returns the
+    tokens seen and the best model-selection score."""
     pairs = [*plan.train, *(plan.mlm if prepared.method_config.mlm else ())]
     best = -math.inf
 
     def select(step: int) -> None:
         nonlocal best
-        score = _select(prepared, plan, model, collator, tracker, step)
+        last = step == prepared.train.max_steps and plan is prepared.plan.models[-1]
+        score = _select(prepared, plan, model, collator, tracker, step, last)
         if score > best:
             best = score
             model.save(str(path))
@@ -474,7 +491,7 @@ def _train(
         batch_size=prepared.train.batch_size, seed=prepared.request.seed, select=select,
     )  # fmt: skip
     model.load(str(path))
-    return tokens
+    return tokens, best
 
 
 def _fit(
@@ -540,6 +557,7 @@ def _select(
     collator: Collator,
     tracker: Tracker,
     step: int,
+    last: bool,
 ) -> float:
     """Scores the model-selection pairs; their mean primary metric picks the best checkpoint."""
     scores = {}
@@ -550,4 +568,6 @@ def _select(
         scores[f"select/{e.pair.task}/{e.pair.language}/{result.metric}"] = result.score
     mean = sum(scores.values()) / len(scores)
     tracker.metrics({**scores, f"select/{plan.name}/score": mean}, step)
+    if prepared.request.on_select is not None:
+        prepared.request.on_select(mean, last)
     return mean

@@ -8,6 +8,8 @@ suite; params flattened (`method.lr`); metrics named `eval/<task>/<lang>/<metric
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -27,11 +29,19 @@ def resolve_uri(output: Path, tracking_uri: str | None) -> str:
 
 
 def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
+    """How to see a run: its link on a server, or the `bench ui` command for its store."""
     if uri.startswith("http"):
         return f"open {uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    prefix, suffix = "sqlite:///", "/mlflow.db"
+    if uri.startswith(prefix) and uri.endswith(suffix):  # the default store of an --output
+        folder = Path(uri[len(prefix) : -len(suffix)])
+        if folder.is_relative_to(Path.cwd()):
+            folder = folder.relative_to(Path.cwd())
+        where = f"--output {shlex.quote(str(folder) or '.')}"
+    else:
+        where = f"--tracking-uri {shlex.quote(uri)}"
     return (
-        "view it with: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --workers 1 "
-        f"--host 127.0.0.1 --port 5000 --backend-store-uri {uri}\n"
+        f"view it with: python -m bench ui {where}\n"
         f"  then open http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
     )
 
@@ -58,7 +68,7 @@ class Tracker:
         try:
             found = self.client.get_experiment_by_name(experiment)
         except Exception as error:  # the store could not be reached or opened
-            raise BenchError(f"tracking store {uri} is unusable: {_first_line(error)}") from None
+            raise BenchError(f"tracking store {uri} is unusable: {first_line(error)}") from None
         if found is None:
             location = None
             if artifact_root is not None and not uri.startswith(("http", "databricks")):
@@ -101,6 +111,11 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _first_line(error: BaseException) -> str:
+def hide_password(uri: str) -> str:
+    """A store URI fit to print and log: `scheme://user:***@host/...`."""
+    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", uri)
+
+
+def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__

@@ -10,6 +10,7 @@ import dataclasses
 
 import adapters
 from adapters import SeqBnConfig
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from bench.config import option
 from bench.heads import EncoderWithHeads
@@ -39,3 +40,10 @@ class Adapter(Method):
         backbone.model.train_adapter(ADAPTER)  # freezes the encoder, activates the adapter
         backbone.mlm_head.requires_grad_(False)  # and the pretrained MLM head, as Hyper-X does
         return EncoderWithHeads(backbone, tasks, config)
+
+    @classmethod
+    def search_space(cls) -> dict[str, BaseDistribution]:
+        return {
+            **super().search_space(),
+            "method.bottleneck": CategoricalDistribution([16, 32, 64, 128]),
+        }

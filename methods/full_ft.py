@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from optuna.distributions import BaseDistribution, FloatDistribution
+
 from bench.heads import EncoderWithHeads
 from bench.method import Method, Model, register
 from bench.settings import ModelPlan
@@ -15,3 +17,7 @@ class FullFT(Method):
     @classmethod
     def build(cls, backbone, plan: ModelPlan, tasks, config) -> Model:
         return EncoderWithHeads(backbone, tasks, config)
+
+    @classmethod
+    def search_space(cls) -> dict[str, BaseDistribution]:  # the whole encoder: smaller rates
+        return {**super().search_space(), "method.lr": FloatDistribution(1e-6, 1e-3, log=True)}

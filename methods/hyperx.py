@@ -24,6 +24,7 @@ import dataclasses
 import math
 
 import torch
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from torch import nn
 from torch.nn import functional as F
 
@@ -258,9 +259,21 @@ class HyperX(Method):
     ) -> Model:
         return HyperXModel(backbone, plan, tasks, config)
 
+    @classmethod
+    def search_space(cls) -> dict[str, BaseDistribution]:
+        return {
+            **super().search_space(),
+            "method.bottleneck": CategoricalDistribution([32, 64, 128, 256]),
+            "method.source_dim": CategoricalDistribution([32, 64, 192]),
+        }
+
 
 @register
 class HyperXSmall(HyperX):
     name = "hyperx-small"
     description = "Hyper-X small: d_s = 32"
     Config = HyperXSmallConfig
+
+    @classmethod
+    def search_space(cls) -> dict[str, BaseDistribution]:  # d_s stays the preset's
+        return {k: v for k, v in super().search_space().items() if k != "method.source_dim"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from peft import LoraConfig, get_peft_model
 
 from bench.config import option
@@ -51,6 +52,10 @@ class Lora(Method):
         except ValueError as error:  # peft: no module of that name in the backbone
             raise BenchError(f"method.targets={config.targets!r}: {error}") from None
         return EncoderWithHeads(backbone, tasks, config)
+
+    @classmethod
+    def search_space(cls) -> dict[str, BaseDistribution]:
+        return {**super().search_space(), "method.rank": CategoricalDistribution([4, 8, 16, 32])}
 
 
 def _targets(config: LoraOptions) -> list[str]:

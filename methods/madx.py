@@ -22,6 +22,7 @@ import adapters
 import torch
 from adapters import AdapterSetup, SeqBnConfig, SeqBnInvConfig
 from adapters.composition import Stack
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from bench.config import option
 from bench.errors import BenchError
@@ -100,6 +101,12 @@ class Madx(Method):
             for language in _languages(plan)
             if language in text
         )
+
+    @classmethod
+    def search_space(cls) -> dict[str, BaseDistribution]:  # the task adapters: the language
+        # adapters are trained once, before any trial, and shared
+        reductions = CategoricalDistribution([2.0, 4.0, 8.0, 16.0])
+        return {**super().search_space(), "method.task_reduction": reductions}
 
     @classmethod
     def build(cls, backbone: Backbone, plan: ModelPlan, tasks, config: MadxConfig) -> Model:

@@ -1,0 +1,230 @@
+"""`bench sweep`: Optuna studies of real runs, nested MLflow runs, resuming, several workers."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from bench import runner, sweep
+from bench.cli import main
+from bench.errors import BenchError
+from bench.tracking import hide_password
+
+# a tiny budget: the dummy method on the demo suite's POS pairs, three selection evaluations
+BUDGET = ["--method", "dummy", "--tasks", "pos", "--max-steps", "30", "--eval-every", "10",
+          "--set", "train.eval_cap=200"]  # fmt: skip
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _command(output, *extra):
+    return [sys.executable, "-m", "bench", "sweep", *BUDGET, "--output", str(output), *extra]
+
+
+def _study(output, name="demo-dummy-mixed", storage=None):
+    url = storage or f"sqlite:///{output / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=sweep.open_storage(url, _uri(output)))
+
+
+def _uri(output):
+    return f"sqlite:///{output / 'mlflow.db'}"
+
+
+def _runs(output, study):
+    client = MlflowClient(_uri(output))
+    experiment = client.get_experiment_by_name("demo")
+    return client.search_runs([experiment.experiment_id], f"tags.`sweep.study` = '{study}'")
+
+
+def _wait(condition, timeout=300):
+    """Polls `condition` while a sweep process creates its stores (reading them may fail)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            if condition():
+                return
+        except Exception:
+            pass
+    raise AssertionError("the sweep did not get there in time")
+
+
+def _check_recorded_once(output, study, storage=None):
+    """Every trial in a terminal state with exactly one MLflow run nested under the parent."""
+    found = _study(output, study, storage)
+    runs = _runs(output, study)
+    parent = found.user_attrs["mlflow.parent_run_id"]
+    trials = [r for r in runs if r.info.run_id != parent]
+    numbers = [int(r.data.tags["sweep.trial"]) for r in trials]
+    assert sorted(numbers) == [t.number for t in found.trials]  # one run per trial, none lost
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in trials)
+    assert all(t.state in (*DONE, TrialState.FAIL) for t in found.trials)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    return found, {int(r.data.tags["sweep.trial"]): r for r in trials}, runs
+
+
+@pytest.mark.slow
+def test_a_sweep_prunes_stops_resumes_and_nests_its_runs(tmp_path):
+    output = tmp_path / "runs"
+    process = subprocess.Popen(
+        _command(output, "--trials", "6"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    third = [*[TrialState.COMPLETE] * 2, TrialState.RUNNING]
+    _wait(lambda: [t.state for t in _study(output).trials] == third
+          and len(_runs(output, "demo-dummy-mixed")) == 4)  # parent and 3 trials  # fmt: skip
+    os.killpg(process.pid, signal.SIGINT)  # stopped (Ctrl-C) in its third trial
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out
+    assert "run the same command to resume" in out
+    stopped = _study(output)
+    assert [t.state for t in stopped.trials] == [*[TrialState.COMPLETE] * 2, TrialState.FAIL]
+    assert stopped.trials[2].user_attrs["error"].startswith("KeyboardInterrupt")
+    client = MlflowClient(_uri(output))
+    parent = stopped.user_attrs["mlflow.parent_run_id"]
+    assert client.get_run(parent).info.status == "KILLED"
+
+    resumed = subprocess.run(_command(output, "--trials", "6"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    found, trial_runs, _ = _check_recorded_once(output, "demo-dummy-mixed")
+    states = [t.state for t in found.trials]
+    assert sum(s in DONE for s in states) == 6 and states.count(TrialState.FAIL) == 1
+    assert trial_runs[2].info.status == "KILLED"  # the interrupted one, not left RUNNING
+    pruned = [t for t in found.trials if t.state is TrialState.PRUNED]
+    assert pruned, "the median rule pruned no trial"
+    for t in pruned:  # stopped at a selection evaluation: never evaluated on test
+        run = trial_runs[t.number]
+        assert run.info.status == "KILLED" and run.data.tags["stopped"].startswith("pruned")
+        assert not any(k.startswith("eval/") for k in run.data.metrics)
+    best = found.best_trial
+    run = trial_runs[best.number]
+    assert run.data.metrics["select/score"] == pytest.approx(best.value)  # selection, not targets
+    assert float(run.data.params["method.lr"]) == pytest.approx(best.params["method.lr"])
+    tags = client.get_run(parent).data.tags
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert tags["best.trial"] == str(best.number) and tags["best.run_id"] == run.info.run_id
+    assert float(tags["best.method.lr"]) == pytest.approx(best.params["method.lr"])
+    assert f"best: trial {best.number}" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_sqlite_study(tmp_path):
+    output = tmp_path / "runs"
+    done = subprocess.run(
+        _command(output, "--trials", "4", "--workers", "2", "--no-prune"),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found, trial_runs, _ = _check_recorded_once(output, "demo-dummy-mixed")
+    finished = [t for t in found.trials if t.state is TrialState.COMPLETE]
+    assert 4 <= len(finished) <= 5  # a trial running when the 4th finished finishes too
+    assert all(trial_runs[t.number].info.status == "FINISHED" for t in finished)
+
+
+def _postgres_url():
+    url = os.environ.get("BENCH_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("BENCH_TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL and sets it)")
+    try:
+        sweep.open_storage(url, "sqlite://").engine.connect().close()
+    except Exception as error:
+        pytest.skip(f"PostgreSQL at {hide_password(url)} cannot be reached: {error}")
+    return url
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_postgresql_study(tmp_path):
+    url = _postgres_url()
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    output = tmp_path / "runs"
+    try:
+        done = subprocess.run(
+            _command(output, "--trials", "4", "--workers", "2", "--storage", url, "--study", name),
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        found, _, _ = _check_recorded_once(output, name, url)
+        assert sum(t.state in DONE for t in found.trials) >= 4
+    finally:
+        optuna.delete_study(study_name=name, storage=sweep.open_storage(url, _uri(output)))
+
+
+def test_a_dead_workers_trial_is_failed_retried_and_its_run_ended(tmp_path, monkeypatch):
+    output = tmp_path / "runs"
+    process = subprocess.Popen(_command(output, "--trials", "2"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    _wait(lambda: len(_runs(output, "demo-dummy-mixed")) == 2)  # killed in its first trial
+    process.kill()
+    process.wait()
+    monkeypatch.setattr(sweep, "GRACE_S", 1)  # this worker sees the dead one's heartbeat as stale
+    time.sleep(1.5)
+    train = {"max_steps": 30, "eval_every": 10, "eval_cap": 200}
+    request = runner.Request("dummy", output=output, tasks=("pos",), train=train, progress=False)
+    spec = sweep.prepare(request, trials=2, study=None, storage=None, space={}, prune=True)
+    sweep.run(spec, 1)
+    rows = sweep.finish(spec)
+    found, trial_runs, _ = _check_recorded_once(output, "demo-dummy-mixed")
+    assert found.trials[0].state is TrialState.FAIL
+    assert trial_runs[0].info.status == "KILLED"
+    assert "no heartbeat" in trial_runs[0].data.tags["error"]
+    retry = found.trials[1]
+    assert retry.params == found.trials[0].params  # the same values, tried again
+    assert rows[1].note == "retry of trial 0"
+
+
+def test_search_spaces_parse_and_are_checked_against_the_options():
+    space = sweep.parse_space(
+        ["method.lr=float:1e-4:1e-2:log", "train.max_length=int:32:64", "method.mlm=choice:0,1"]
+    )
+    assert space == {
+        "method.lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "train.max_length": IntDistribution(32, 64),
+        "method.mlm": CategoricalDistribution([0, 1]),
+    }
+    request = runner.Request("hyperx", method_options={"lr": 1e-3})
+    checked = sweep.search_space(request, {"train.max_length": IntDistribution(32, 64)})
+    assert "method.lr" not in checked  # fixed by --set / --lr
+    assert {"method.bottleneck", "method.source_dim", "train.max_length"} <= set(checked)
+    assert sweep.describe(FloatDistribution(1e-5, 1e-2, log=True)) == "float:1e-05:0.01:log"
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("method.lr=float:1e-3", "--space 'method.lr=float:1e-3' is invalid"),
+        ("method.lr=float:1e-2:1e-3", "is invalid"),  # LOW > HIGH
+        ("method.lr=uniform:0:1", "is invalid"),
+        ("method.rank=int:4:16", "'method.rank' is not an option of dummy"),
+        ("method.lr=float:-1:1", "method.lr=-1.0 is invalid: must be > 0"),
+    ],
+)
+def test_bad_search_spaces_stop_before_any_trial(tmp_path, capsys, space, message):
+    output = tmp_path / "runs"
+    code = main(["sweep", *BUDGET, "--output", str(output), "--space", space])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and "\n" not in err
+    assert not (output / "optuna.db").exists() and not (output / "mlflow.db").exists()
+
+
+def test_a_study_cannot_resume_with_another_space_and_storage_errors_are_one_line(tmp_path, capsys):
+    output = tmp_path / "runs"
+    request = runner.Request("dummy", output=output, tasks=("pos",), train={"max_steps": 30})
+    sweep.prepare(request, trials=1, study="s", storage=None, space={}, prune=True)
+    with pytest.raises(BenchError, match=r"study 's' .* \(space.method.lr: float:1e-05:0.01:log"):
+        narrow = {"method.lr": FloatDistribution(1e-4, 1e-3, log=True)}
+        sweep.prepare(request, trials=1, study="s", storage=None, space=narrow, prune=True)
+    bad = "postgresql://bench:secret@127.0.0.1:1/none"
+    code = main(["sweep", *BUDGET, "--output", str(output), "--storage", bad, "--study", "t"])
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]  # after MLflow's log lines of the first prepare
+    assert code == 2 and last.startswith("error: Optuna storage postgresql+psycopg://bench:***@")
+    assert "secret" not in err
+    client = MlflowClient(_uri(output))
+    assert len(client.search_runs([client.get_experiment_by_name("demo").experiment_id])) == 1
