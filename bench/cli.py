@@ -1,4 +1,4 @@
-"""`python -m bench`: run, plan, list, compare, params, perf, backbone, transfer."""
+"""`python -m bench`: run, sweep, plan, list, compare, report, ui, params, perf, and more."""
 
 from __future__ import annotations
 
@@ -305,13 +305,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _request(args), trials=args.trials, study=args.study, storage=args.storage,
         space=sweep.parse_space(args.space), prune=not args.no_prune,
     )  # fmt: skip
+    sweep.stop_on_sigterm()
     space = ", ".join(f"{k} {sweep.describe(v)}" for k, v in spec.space.items())
     print(f"study {spec.study} in {hide_password(spec.storage)}: {args.trials} trials over {space}")
     try:
         sweep.run(spec, args.workers)
     except KeyboardInterrupt:
         sweep.interrupted(spec)
-        print(f"\ninterrupted: run the same command to resume study {spec.study}", file=sys.stderr)
+        print(f"\nstopped: run the same command to resume study {spec.study}", file=sys.stderr)
         return 130
     print(sweep.render(spec, sweep.finish(spec)))
     print(ui_hint(spec.tracking_uri, spec.experiment_id, spec.parent_run_id))

@@ -630,7 +630,8 @@ def _params_plot(r: Report, pyplot):
     tasks = r.tasks
     figure, axes = pyplot.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.9), squeeze=False)
     colours = pyplot.get_cmap("tab10")
-    references = {}  # name -> a line, for the figure's one legend
+    legend = {}  # label -> a method's marker or a reference's line, for the figure's one legend
+    markers = "osD^vP*X"  # methods close in parameters stay apart by shape as well as colour
     for ax, task in zip(axes[0], tasks, strict=True):
         for i, m in enumerate(r.methods):
             scores = m.values(f"eval/{task}/avg_target")
@@ -639,14 +640,14 @@ def _params_plot(r: Report, pyplot):
             x = statistics.fmean(trained_params(run.data.metrics) for run in m.runs)
             y = statistics.fmean(scores)
             sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
-            ax.errorbar(x, y, yerr=sd, fmt="o", capsize=3, color=colours(i % 10))
-            ax.annotate(
-                m.name, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8,
-                color=colours(i % 10), bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1},
+            legend[m.name] = ax.errorbar(
+                x, y, yerr=sd, fmt=markers[i % len(markers)], capsize=3, color=colours(i % 10),
+                markersize=6, alpha=0.85,
             )  # fmt: skip
         for name, style in zip(REFERENCE_ORDER, (":", "--"), strict=True):
             if (value := r.reference(name, task)) is not None:
-                references[name] = ax.axhline(value, color="grey", linestyle=style, linewidth=1)
+                line = ax.axhline(value, color="grey", linestyle=style, linewidth=1)
+                legend[f"reference: {name}"] = line
         ax.set_xscale("log")
         ax.margins(x=0.25, y=0.15)
         low, high = ax.get_ylim()
@@ -655,10 +656,9 @@ def _params_plot(r: Report, pyplot):
         ax.set_xlabel("trained parameters (log scale)", fontsize=9)
         ax.set_ylabel(f"avg target {r.metric(task)}", fontsize=9)
         ax.set_title(f"{task}: mean ± sd over seeds", fontsize=10)
-    if references:
-        figure.legend(
-            references.values(), [f"reference: {n}" for n in references], loc="lower center",
-            ncol=len(references), fontsize=8, frameon=False,
-        )  # fmt: skip
-    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    figure.legend(
+        legend.values(), legend.keys(), loc="lower center", ncol=min(len(legend), 8), fontsize=8,
+        frameon=False,
+    )  # fmt: skip
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     return figure

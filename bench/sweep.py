@@ -20,6 +20,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -286,7 +287,18 @@ def run(sweep: Sweep, workers: int) -> None:
         raise TrainingError(f"sweep workers {', '.join(failed)} stopped with an error")
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (`kill`, a batch system's stop) stops a sweep as Ctrl-C does: the running trial is
+    recorded FAIL and its run KILLED, rather than left RUNNING until its heartbeat goes stale."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _worker_process(sweep: Sweep, worker: int, threads: int) -> None:
+    stop_on_sigterm()
     try:
         work(sweep, worker, threads)
     except KeyboardInterrupt:  # the whole process group was interrupted; the main one reports

@@ -79,12 +79,7 @@ def serve(output: Path, tracking_uri: str | None, host: str, port: int) -> int:
         print(f"MLflow UI: {base}/#/experiments{_experiment_path(base)}", flush=True)
         print("Ctrl-C stops it.", flush=True)
         while not stop.requested:
-            code = _exit_code(process)
-            if code is not None:
-                raise BenchError(
-                    f"the MLflow server exited with code {code}: {_last_line(log_path)} "
-                    f"(log: {log_path})"
-                )
+            _check_running(process, log_path, "")
             time.sleep(0.5)
         print("stopping the MLflow server", flush=True)
         return 0
@@ -126,12 +121,7 @@ def _wait_until_healthy(
 ) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not stop.requested:
-        code = _exit_code(process)
-        if code is not None:
-            raise BenchError(
-                f"the MLflow server exited at start (code {code}): {_last_line(log_path)} "
-                f"(log: {log_path})"
-            )
+        _check_running(process, log_path, " at start")
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
                 if response.status == 200:
@@ -144,6 +134,15 @@ def _wait_until_healthy(
                 f"(log: {log_path})"
             )
         time.sleep(0.25)
+
+
+def _check_running(process: subprocess.Popen, log_path: Path, when: str) -> None:
+    code = _exit_code(process)
+    if code is not None:
+        raise BenchError(
+            f"the MLflow server exited{when} with code {code}: {_last_line(log_path)} "
+            f"(log: {log_path})"
+        )
 
 
 def _experiment_path(base: str) -> str:

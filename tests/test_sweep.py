@@ -80,7 +80,9 @@ def test_a_sweep_prunes_stops_resumes_and_nests_its_runs(tmp_path):
     third = [*[TrialState.COMPLETE] * 2, TrialState.RUNNING]
     _wait(lambda: [t.state for t in _study(output).trials] == third
           and len(_runs(output, "demo-dummy-mixed")) == 4)  # parent and 3 trials  # fmt: skip
-    os.killpg(process.pid, signal.SIGINT)  # stopped (Ctrl-C) in its third trial
+    # stopped in its third trial by SIGTERM, handled as Ctrl-C is (SIGINT would not do here: a
+    # shell ignores it in the jobs it starts in the background, and so do their children)
+    os.killpg(process.pid, signal.SIGTERM)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130, out
     assert "run the same command to resume" in out
