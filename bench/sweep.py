@@ -412,8 +412,9 @@ def finish(sweep: Sweep) -> list[Row]:
         for r in _trial_runs(client, sweep.experiment_id, sweep.study)
         if r.info.run_id != sweep.parent_run_id
     }
+    trials = study.get_trials(deepcopy=False)
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         run = runs.get(str(t.number))
         seconds = (
             (t.datetime_complete - t.datetime_start).total_seconds()
@@ -425,10 +426,9 @@ def finish(sweep: Sweep) -> list[Row]:
             note = f"retry of trial {retried}"
         rows.append(Row(t.number, t.state.name, t.value, dict(t.params),
                         run.info.run_id if run else "", seconds, note))  # fmt: skip
-    done = [t for t in study.get_trials(deepcopy=False) if t.state in DONE]
-    metrics = {f"sweep/{s.name.lower()}": sum(r.state == s.name for r in rows) for s in TrialState}
-    complete = [t for t in done if t.state is TrialState.COMPLETE]
-    if complete:
+    done = sum(t.state in DONE for t in trials)
+    metrics = {f"sweep/{s.name.lower()}": sum(t.state is s for t in trials) for s in TrialState}
+    if any(t.state is TrialState.COMPLETE for t in trials):
         best = study.best_trial
         tags = {"best.trial": str(best.number), "best.score": f"{best.value:.4f}"}
         tags |= {f"best.{k}": param_text(v) for k, v in best.params.items()}
@@ -439,7 +439,7 @@ def finish(sweep: Sweep) -> list[Row]:
         metrics["sweep/best_score"] = best.value
     for key, value in metrics.items():
         client.log_metric(sweep.parent_run_id, key, value, step=len(rows))
-    if len(done) >= sweep.trials:
+    if done >= sweep.trials:
         client.set_terminated(sweep.parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
     return rows
 
