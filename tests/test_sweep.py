@@ -158,11 +158,31 @@ def test_two_workers_share_a_postgresql_study(tmp_path):
         optuna.delete_study(study_name=name, storage=sweep.open_storage(url, _uri(output)))
 
 
+# A worker that hangs at its first selection evaluation (inside its first trial's MLflow run) and
+# touches a file to say so, so that the test kills it there and nowhere else: a trial of the tiny
+# budget takes under a second, too short to catch by polling.
+HANGING_WORKER = """
+import dataclasses, pathlib, sys, time
+from bench import runner
+from bench.cli import main
+
+def hang(score, last):
+    pathlib.Path(sys.argv[1]).touch()
+    time.sleep(3600)
+
+prepare = runner.prepare
+runner.prepare = lambda request: prepare(dataclasses.replace(request, on_select=hang))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_a_dead_workers_trial_is_failed_retried_and_its_run_ended(tmp_path, monkeypatch):
     output = tmp_path / "runs"
-    process = subprocess.Popen(_command(output, "--trials", "2"), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    _wait(lambda: len(_runs(output, "demo-dummy-mixed")) == 2)  # killed in its first trial
+    hanging = tmp_path / "hanging"
+    command = _command(output, "--trials", "2")
+    process = subprocess.Popen([sys.executable, "-c", HANGING_WORKER, str(hanging), *command[3:]],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    _wait(hanging.exists)  # in its first trial
     process.kill()
     process.wait()
     monkeypatch.setattr(sweep, "GRACE_S", 1)  # this worker sees the dead one's heartbeat as stale
