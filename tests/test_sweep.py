@@ -73,13 +73,17 @@ def _check_recorded_once(output, study, storage=None):
 @pytest.mark.slow
 def test_a_sweep_prunes_stops_resumes_and_nests_its_runs(tmp_path):
     output = tmp_path / "runs"
-    process = subprocess.Popen(
-        _command(output, "--trials", "6"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
+    hanging = tmp_path / "hanging"
+    process = _hanging(
+        hanging, 2, _command(output, "--trials", "6"), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
-    third = [*[TrialState.COMPLETE] * 2, TrialState.RUNNING]
-    _wait(lambda: [t.state for t in _study(output).trials] == third
-          and len(_runs(output, "demo-dummy-mixed")) == 4)  # parent and 3 trials  # fmt: skip
+    _wait(hanging.exists)  # in its third trial
+    assert [t.state for t in _study(output).trials] == [
+        *[TrialState.COMPLETE] * 2,
+        TrialState.RUNNING,
+    ]
+    assert len(_runs(output, "demo-dummy-mixed")) == 4  # the parent and 3 trials
     # stopped in its third trial by SIGTERM, handled as Ctrl-C is (SIGINT would not do here: a
     # shell ignores it in the jobs it starts in the background, and so do their children)
     os.killpg(process.pid, signal.SIGTERM)
@@ -158,30 +162,41 @@ def test_two_workers_share_a_postgresql_study(tmp_path):
         optuna.delete_study(study_name=name, storage=sweep.open_storage(url, _uri(output)))
 
 
-# A worker that hangs at its first selection evaluation (inside its first trial's MLflow run) and
-# touches a file to say so, so that the test kills it there and nowhere else: a trial of the tiny
+# A sweep whose trial N hangs at its first selection evaluation (inside the trial's MLflow run) and
+# touches a file to say so, so that a test stops it there and nowhere else: a trial of the tiny
 # budget takes under a second, too short to catch by polling.
-HANGING_WORKER = """
+HANGING = """
 import dataclasses, pathlib, sys, time
 from bench import runner
 from bench.cli import main
 
+flag, number = pathlib.Path(sys.argv[1]), sys.argv[2]
+
 def hang(score, last):
-    pathlib.Path(sys.argv[1]).touch()
+    flag.touch()
     time.sleep(3600)
 
-prepare = runner.prepare
-runner.prepare = lambda request: prepare(dataclasses.replace(request, on_select=hang))
-sys.exit(main(sys.argv[2:]))
+def prepare(request, real=runner.prepare):
+    if request.tags.get("sweep.trial") == number:
+        request = dataclasses.replace(request, on_select=hang)
+    return real(request)
+
+runner.prepare = prepare
+sys.exit(main(sys.argv[3:]))
 """
+
+
+def _hanging(flag, trial, command, **popen):
+    """`command` (a `bench sweep`) in a process whose trial `trial` hangs once `flag` exists."""
+    script = [sys.executable, "-c", HANGING, str(flag), str(trial), *command[3:]]
+    return subprocess.Popen(script, **popen)
 
 
 def test_a_dead_workers_trial_is_failed_retried_and_its_run_ended(tmp_path, monkeypatch):
     output = tmp_path / "runs"
     hanging = tmp_path / "hanging"
-    command = _command(output, "--trials", "2")
-    process = subprocess.Popen([sys.executable, "-c", HANGING_WORKER, str(hanging), *command[3:]],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = _hanging(hanging, 0, _command(output, "--trials", "2"),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     _wait(hanging.exists)  # in its first trial
     process.kill()
     process.wait()
