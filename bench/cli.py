@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def _runs(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="any option, e.g. method.weight_decay=0.01 or train.batch_size=16 (`list --options`)",
     )  # fmt: skip
+    parser.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="let a backbone that ships its own modelling code (auto_map) run it",
+    )  # fmt: skip
     _plugin(parser)
 
 
@@ -64,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--backbone-init", default="pretrained", help="pretrained, or random (an untrained control)"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--resume", metavar="RUN_ID",
+        help="continue this interrupted run from its last checkpoint (same flags as it started)",
+    )  # fmt: skip
 
     sweep = commands.add_parser(
         "sweep", help="an Optuna study of runs over a method's search space (one MLflow parent)"
@@ -213,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return COMMANDS[args.command](args)
     except BenchError as error:
@@ -263,16 +273,32 @@ def _request(args: argparse.Namespace):
         output=args.output, tracking_uri=args.tracking_uri,
         backbone_init=getattr(args, "backbone_init", "pretrained"), train=train,
         method_options=method, progress=not getattr(args, "no_progress", True), tasks=_tasks(args),
-        plugins=tuple(args.plugin),
+        plugins=tuple(args.plugin), resume=getattr(args, "resume", None),
+        trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import runner
+    from bench.interrupts import stop_on_sigterm
     from bench.report import results_table
 
     prepared = runner.prepare(_request(args))
-    result = runner.execute(prepared)
+    stop_on_sigterm()
+    try:
+        result = runner.execute(prepared)
+    except KeyboardInterrupt:
+        if not prepared.run_id:
+            print("\ninterrupted before the run started", file=sys.stderr)
+            return 130
+        where = runner.describe_checkpoint(args.output, prepared.run_id)
+        again = _without(args.argv, "--resume")
+        command = shlex.join(["python", "-m", "bench", *again, "--resume", prepared.run_id])
+        print(
+            f"\ninterrupted: run {prepared.run_id} is KILLED, {where}; resume it with\n  {command}",
+            file=sys.stderr,
+        )
+        return 130
     print()
     print(f"{prepared.suite.name} / {prepared.plan.setting} / {args.method} / seed {args.seed}")
     print(prepared.suite.description)
@@ -296,8 +322,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without(argv: list[str], flag: str) -> list[str]:
+    """`argv` less `flag VALUE` and `flag=VALUE`."""
+    kept, skip = [], False
+    for item in argv:
+        if not skip and item != flag and not item.startswith(f"{flag}="):
+            kept.append(item)
+        skip = item == flag and not skip
+    return kept
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench import sweep
+    from bench.interrupts import stop_on_sigterm
     from bench.tracking import hide_password, ui_hint
 
     _positive(trials=args.trials, workers=args.workers)
@@ -305,7 +342,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _request(args), trials=args.trials, study=args.study, storage=args.storage,
         space=sweep.parse_space(args.space), prune=not args.no_prune,
     )  # fmt: skip
-    sweep.stop_on_sigterm()
+    stop_on_sigterm()
     space = ", ".join(f"{k} {sweep.describe(v)}" for k, v in spec.space.items())
     print(f"study {spec.study} in {hide_password(spec.storage)}: {args.trials} trials over {space}")
     try:
@@ -320,7 +357,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench import plugins, suites
+    from bench import leakage, plugins, suites
     from bench.settings import SETTINGS
 
     plugins.load_builtins()
@@ -329,6 +366,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         suite = suite.restricted(_tasks(args))
     train = suite.train.with_values(_train_overrides(args))
     plan = SETTINGS.get(args.setting).build(suite, args.seed, train)
+    leakage.check(plan, suite, train)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.render())
     return 0
 

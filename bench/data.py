@@ -162,6 +162,15 @@ class Collator:
             tokenizer, mlm_probability=mlm_probability, seed=seed
         )
 
+    def rng_state(self) -> torch.Tensor | None:
+        """The state of the masking generator (none until the first MLM batch of a seeded
+        collator; transformers' collator masks with the global generator when the seed is 0)."""
+        generator = self.masker.generator
+        return None if generator is None else generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor | None) -> None:
+        self.masker.generator = None if state is None else torch.Generator().set_state(state)
+
     def __call__(self, examples: dict[str, list], kind: Kind) -> dict[str, torch.Tensor]:
         input_ids = _pad(examples["input_ids"], self.pad_id)
         batch = {
@@ -209,6 +218,15 @@ class PairSampler:
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
         self.orders: list[np.ndarray] = [np.empty(0, dtype=int) for _ in self.pairs]
+
+    def state_dict(self) -> dict:
+        """Where the draws stand: the generator and each pair's rest of its epoch."""
+        orders = [torch.from_numpy(order.astype(np.int64)) for order in self.orders]
+        return {"rng": self.rng.bit_generator.state, "orders": orders}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.orders = [order.numpy() for order in state["orders"]]
 
     def __iter__(self) -> Iterator[tuple[Pair, list[int]]]:
         while True:

@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
+import os
 import re
 import shutil
 import time
@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import transformers
 from huggingface_hub import snapshot_download
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
@@ -32,7 +34,8 @@ from transformers import (
 )
 
 from bench import backbone as demo_backbone
-from bench import plugins, suites
+from bench import interrupts, leakage, plugins, suites
+from bench.checkpoint import Checkpoint, Checkpoints, restore, training_state
 from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
 from bench.errors import BenchError, Stopped, TrainingError
@@ -42,7 +45,14 @@ from bench.references import References
 from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb, reset_peaks
 from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair
 from bench.suites import Suite
-from bench.tracking import Tracker, git_state, resolve_uri
+from bench.tracking import (
+    Tracker,
+    first_line,
+    git_state,
+    hide_password,
+    param_text,
+    resolve_uri,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +75,8 @@ class Request:
     # called after each model-selection evaluation with its mean score and whether it was the
     # run's last; it may raise `Stopped` to end the run there (a sweep pruning a trial)
     on_select: Callable[[float, bool], None] | None = None
+    resume: str | None = None  # the id of an interrupted run to continue from its checkpoint
+    trust_remote_code: bool = False  # run a backbone's own modelling code (`auto_map`)
 
 
 @dataclasses.dataclass
@@ -83,6 +95,8 @@ class Prepared:
     device: torch.device = dataclasses.field(
         default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
+    resumed: Checkpoint | None = None  # what `request.resume` continues from (None: the start)
+    run_id: str = ""  # the MLflow run, once `execute` has started (or resumed) it
 
     def examples(self, pair: Pair, split: str) -> PairData:
         """The loaded data of `pair`'s `split` (the first loaded, when parts of it were)."""
@@ -111,7 +125,10 @@ def prepare(request: Request) -> Prepared:
     stages = {m.name: method.stages(m, method_config) for m in plan.models}
     backbone = backbone_path(suite.backbone)  # before any output: a missing one stops here
     _check_output(request.output)
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    Tracker.check_reachable(resolve_uri(request.output, request.tracking_uri))  # no run yet
+    _check_remote_code(backbone, request.trust_remote_code)
+    resumed = _resumable(request, run_params(request, suite, method_config, train))
+    tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=request.trust_remote_code)
     cache = request.output / "cache"
     data: dict[tuple, PairData] = {}
     references = {}
@@ -140,8 +157,59 @@ def prepare(request: Request) -> Prepared:
             references[(model.name, task)] = References(suite.task(task), rows)
     return Prepared(
         request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
-        started,
+        started, resumed=resumed,
     )  # fmt: skip
+
+
+def checkpoint_folder(output: Path, run_id: str) -> Path:
+    """Where a run keeps its best weights and, in `resume/`, its latest checkpoint."""
+    return output / "checkpoints" / run_id
+
+
+def _resumable(request: Request, params: dict[str, Any]) -> Checkpoint | None:
+    """The checkpoint `request.resume` continues from (None: the run stopped before writing its
+    first, and starts over); BenchError when the run cannot be resumed as asked."""
+    if request.resume is None:
+        return None
+    run_id = request.resume
+    uri = resolve_uri(request.output, request.tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise BenchError(f"--resume {run_id}: no such run; there is no store {uri}")
+    try:
+        run = MlflowClient(uri).get_run(run_id)
+    except MlflowException as error:
+        where = hide_password(uri)
+        raise BenchError(
+            f"--resume {run_id}: no such run in {where} ({first_line(error)})"
+        ) from None
+    if run.info.status == "FINISHED":
+        raise BenchError(f"--resume {run_id}: the run is FINISHED; there is nothing to resume")
+    logged, asked = run.data.params, {k: param_text(v) for k, v in params.items()}
+    for key in sorted(set(logged) | set(asked)):
+        if logged.get(key) != asked.get(key):
+            raise BenchError(
+                f"--resume {run_id}: the run has {key}={logged.get(key, '(unset)')}, this command "
+                f"{key}={asked.get(key, '(unset)')}; resume with the flags it was started with"
+            )
+    folder = checkpoint_folder(request.output, run_id) / "resume"
+    checkpoint = Checkpoints(folder).latest()
+    if checkpoint is None and "checkpoint" in run.data.tags:
+        raise BenchError(
+            f"--resume {run_id}: its checkpoint ({run.data.tags['checkpoint']}) is not in "
+            f"{folder}; pass the --output the run was started with"
+        )
+    return checkpoint
+
+
+def _check_remote_code(path: Path, trusted: bool) -> None:
+    """A backbone that names its own modelling code (`auto_map`) runs it only when asked to."""
+    for name in ("config.json", "tokenizer_config.json"):
+        file = path / name
+        if not trusted and file.exists() and "auto_map" in json.loads(file.read_text()):
+            raise BenchError(
+                f"backbone {path} ships its own code ({name} has auto_map); it runs only "
+                "with --trust-remote-code, if you trust it"
+            )
 
 
 def data_key(item: TrainPair | EvalPair) -> tuple:
@@ -163,6 +231,7 @@ def resolve(request: Request) -> tuple[Suite, type[Method], MethodConfig, TrainC
     method_config = method.Config().with_values({**defaults, **request.method_options})
     train = suite.train.with_values(request.train)
     plan = setting.build(suite, request.seed, train)
+    leakage.check(plan, suite, train)  # before anything is trained on it
     for model_plan in plan.models:
         method.check(model_plan, method_config)
     return suite, method, method_config, train, plan
@@ -206,16 +275,31 @@ HUB_FILES = ["config.json", "*.safetensors", "tokenizer*", "vocab*", "special_to
 
 @functools.cache  # backbone_path runs several times a run: ask the hub once per process
 def _hub_backbone(spec: str) -> Path:
-    """A hub backbone (`org/name@revision`) in the local Hugging Face cache, downloaded once."""
+    """A hub backbone (`org/name@revision`) in the local Hugging Face cache, downloaded once.
+    With HF_HUB_OFFLINE set the hub is not asked: the cache has it, or the run stops here."""
+    from huggingface_hub import constants
+
     repo, _, revision = spec.partition("@")
     try:
-        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
+        folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
     except (OSError, ValueError) as error:  # offline and not cached: LocalEntryNotFoundError
+        why = (
+            "HF_HUB_OFFLINE is set, so the hub is not asked"
+            if constants.HF_HUB_OFFLINE
+            else f"the hub cannot be reached ({type(error).__name__})"
+        )
         raise BenchError(
-            f"backbone {spec} is not in the local Hugging Face cache and cannot be downloaded "
-            f"({type(error).__name__}); run once where the hub can be reached "
-            "(HF_HUB_OFFLINE unset), or name a local model folder"
+            f"backbone {spec} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            f"and {why}; run once where the hub can be reached (HF_HUB_OFFLINE unset), or name "
+            "a local model folder"
         ) from None
+    if not (folder / "config.json").exists() or not any(folder.glob("*.safetensors")):
+        raise BenchError(  # a cached snapshot without the files a run reads
+            f"backbone {spec} in the local Hugging Face cache ({folder}) lacks config.json or "
+            "safetensors weights, the files a run reads; fetch them where the hub can be "
+            "reached, or name a local model folder"
+        )
+    return folder
 
 
 def backbone_identity(spec: str) -> str:
@@ -238,20 +322,23 @@ def _load(suite: Suite, t, tokenizer, train: TrainConfig, cache: Path) -> PairDa
     )  # fmt: skip
 
 
-def load_backbone(spec: str, init: str) -> tuple[PreTrainedModel, frozenset[str]]:
+def load_backbone(
+    spec: str, init: str, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, frozenset[str]]:
     """The suite's masked-LM backbone, and the names of the weights its checkpoint lacked (the
     MLM head of an encoder published without one, such as e5). `init="random"` keeps the shape
     but not the weights (a control: transfer that also appears on a random backbone is not due
     to pretraining)."""
     path = backbone_path(spec)
-    config = AutoConfig.from_pretrained(path)
+    trust = {"trust_remote_code": trust_remote_code}
+    config = AutoConfig.from_pretrained(path, **trust)
     if init == "random":
-        return AutoModelForMaskedLM.from_config(config, **attention(config)), frozenset()
+        return AutoModelForMaskedLM.from_config(config, **attention(config), **trust), frozenset()
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the lacking weights are handled, not news
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(
-            path, output_loading_info=True, **attention(config)
+            path, output_loading_info=True, **attention(config), **trust
         )
     finally:
         transformers.logging.set_verbosity(verbosity)
@@ -276,6 +363,9 @@ def _check_output(output: Path) -> None:
 
 
 def execute(prepared: Prepared) -> RunResult:
+    """Trains and evaluates in an MLflow run (a new one, or the interrupted one it resumes). The
+    run ends FINISHED; KILLED when interrupted (Ctrl-C, SIGTERM: a checkpoint is saved first) or
+    stopped on purpose (`Stopped`); FAILED with an `error` tag on any other exception."""
     request, plan = prepared.request, prepared.plan
     uri = resolve_uri(request.output, request.tracking_uri)
     tracker = Tracker(uri, prepared.suite.name, request.output / "artifacts")
@@ -289,34 +379,109 @@ def execute(prepared: Prepared) -> RunResult:
         **request.tags,
     }
     name = tags.get("mlflow.runName") or f"{request.method}-{plan.setting}-s{request.seed}"
-    tracker.start(name, params, tags)
     try:
+        with interrupts.deferred():  # a run is never created without the handling below
+            if request.resume:
+                where = _where(prepared.resumed) if prepared.resumed else "the start"
+                tracker.resume(request.resume, {"resumed": f"from {where}"})
+            else:
+                tracker.start(name, params, tags)
+            prepared.run_id = tracker.run_id
         result = _train_and_evaluate(prepared, tracker)
     except Stopped as error:  # asked for, not a failure: the run ends where it was stopped
         tracker.tags({"stopped": str(error)[:5000]})
         tracker.end("KILLED")
+        Checkpoints(checkpoint_folder(request.output, tracker.run_id) / "resume").clear()
+        raise
+    except KeyboardInterrupt:
+        if tracker.run_id:
+            tracker.tags({"stopped": f"interrupted; --resume {tracker.run_id} continues it"})
+            tracker.end("KILLED")
         raise
     except BaseException as error:
-        tracker.tags({"error": f"{type(error).__name__}: {error}"[:5000]})
-        tracker.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        if tracker.run_id:
+            tracker.tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+            tracker.end("FAILED")
         raise
     tracker.end()
     return result
 
 
+def _where(checkpoint: Checkpoint) -> str:
+    loop, run = checkpoint.progress["loop"], checkpoint.progress["run"]
+    if loop is None:
+        return f"{run['model']} model(s) trained and evaluated"
+    return f"model {loop['model']}, step {loop['step']}"
+
+
+def describe_checkpoint(output: Path, run_id: str) -> str:
+    """Where the latest checkpoint of a run stands, for the message of an interrupted run."""
+    checkpoint = Checkpoints(checkpoint_folder(output, run_id) / "resume").latest()
+    return "no checkpoint yet" if checkpoint is None else f"checkpoint at {_where(checkpoint)}"
+
+
+@dataclasses.dataclass
+class Progress:
+    """What a run has done, carried by each checkpoint so that a resumed run adds to it."""
+
+    model: int = 0  # how many of the plan's models are trained and evaluated
+    pairs: list[dict] = dataclasses.field(default_factory=list)  # their PairResults
+    selected: list[float] = dataclasses.field(default_factory=list)  # their best selection score
+    tokens: int = 0
+    trainable: int = 0
+    total: int = 0
+    staged: dict[str, int] = dataclasses.field(default_factory=dict)  # stage -> parameters
+    stages_trained: int = 0
+    # train, eval, stages, checkpoint, wall: what earlier attempts spent up to the checkpoint
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Loop:
+    """Where the training of one model stands (a checkpoint carries it)."""
+
+    model: str = ""
+    step: int = 0
+    tokens: int = 0
+    losses: list[float] = dataclasses.field(default_factory=list)  # since the last logged mean
+    loss: float | None = None  # a mean training loss not logged yet
+    best: float | None = None  # the best model-selection score so far
+    selected: bool = True  # False: the model-selection evaluation of `step` is still to do
+
+
 def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     request = prepared.request
-    checkpoints = request.output / "checkpoints" / tracker.run_id
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    pair_results: list[PairResult] = []
-    train_time, eval_time, stage_time = Stopwatch(), Stopwatch(), Stopwatch()
-    tokens, trainable, total, stages_trained = 0, 0, 0, 0
-    selected: list[float] = []  # each model's best model-selection score
-    staged: dict[str, int] = {}  # stage -> parameters it trained: counted once per run
-    for model_plan in prepared.plan.models:
-        with stage_time:
+    folder = checkpoint_folder(request.output, tracker.run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(folder / "resume")
+    resumed = prepared.resumed
+    progress = Progress(**resumed.progress["run"]) if resumed else Progress()
+    earlier = dict(progress.seconds)
+    clocks = {name: Stopwatch() for name in ("train", "eval", "stages", "checkpoint")}
+
+    def seconds() -> dict[str, float]:
+        now = {name: clock.seconds for name, clock in clocks.items()}
+        now["wall"] = time.perf_counter() - prepared.started
+        return {name: earlier.get(name, 0.0) + value for name, value in now.items()}
+
+    def save(loop: Loop | None = None, model: Model | None = None, state=None) -> None:
+        with interrupts.deferred(), clocks["checkpoint"]:
+            record = {
+                "run": {**dataclasses.asdict(progress), "seconds": seconds()},
+                "loop": None if loop is None else dataclasses.asdict(loop),
+            }
+            written = checkpoints.save(record, model, state)
+        tracker.tags(
+            {"checkpoint": f"{written} ({_where(Checkpoint(written, record, None, None))})"}
+        )
+
+    pending = resumed if resumed is not None and resumed.state is not None else None
+    for index, model_plan in enumerate(prepared.plan.models):
+        if index < progress.model:
+            continue  # trained and evaluated before the run was interrupted
+        with clocks["stages"]:
             folders, trained = run_stages(prepared, model_plan, tracker)
-        stages_trained += trained
+        progress.stages_trained += trained
         transformers.set_seed(request.seed)
         model = build_model(prepared, model_plan, folders).to(prepared.device)
         if notes := model.notes():
@@ -324,43 +489,53 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         collator = Collator(
             prepared.tokenizer, prepared.train.mlm_probability, request.seed, prepared.device
         )
-        model_trainable, model_total = count_parameters(model)
-        trainable += model_trainable
-        total += model_total
-        counts: dict[str, int] = {}
-        for name, parameter in model.named_parameters():
-            if stage := model.stage_of(name):
-                counts[stage] = counts.get(stage, 0) + parameter.numel()
-        staged.update(counts)  # the models of single-task share their stages: each counts once
-        with train_time:
-            path = checkpoints / f"{model_plan.name}.safetensors"
-            model_tokens, best = _train(prepared, model_plan, model, collator, tracker, path)
-            tokens += model_tokens
-            selected.append(best)
-        with eval_time:
+        with clocks["train"]:
+            path = folder / f"{model_plan.name}.safetensors"
+            model_tokens, best = _train(
+                prepared, model_plan, model, collator, tracker, path, save, pending
+            )
+        pending = None
+        with clocks["eval"]:
             for e in model_plan.eval:
                 data = prepared.data[data_key(e)]
                 refs = prepared.references[(model_plan.name, e.pair.task)]
                 task = prepared.suite.task(e.pair.task)
-                pair_results.append(
-                    evaluate(model, task, data, e, refs, prepared.train, model_plan.name, collator)
+                result = evaluate(
+                    model, task, data, e, refs, prepared.train, model_plan.name, collator
                 )
+                progress.pairs.append(dataclasses.asdict(result))
+        model_trainable, model_total = count_parameters(model)
+        counts: dict[str, int] = {}
+        for name, parameter in model.named_parameters():
+            if stage := model.stage_of(name):
+                counts[stage] = counts.get(stage, 0) + parameter.numel()
+        progress.staged.update(counts)  # the models of single-task share stages: each counts once
+        progress.tokens += model_tokens
+        progress.selected.append(best)
+        progress.trainable += model_trainable
+        progress.total += model_total
+        progress.model = index + 1
+        save()  # a run resumed from here goes on with the next model
+    pair_results = [PairResult(**r) for r in progress.pairs]
     metrics = summarize(pair_results)
+    spent = seconds()
     metrics.update(
         {
-            "select/score": sum(selected) / len(selected),
-            "params/trainable": trainable,
-            "params/total": total,
-            "params/stage_trained": sum(staged.values()),
+            "select/score": sum(progress.selected) / len(progress.selected),
+            "params/trainable": progress.trainable,
+            "params/total": progress.total,
+            "params/stage_trained": sum(progress.staged.values()),
             "memory/peak_rss_mb": peak_rss_mb(),
             "memory/peak_gpu_mb": peak_gpu_mb(),
-            "time/train_s": train_time.seconds,
-            "time/eval_s": eval_time.seconds,
-            "time/stages_s": stage_time.seconds,
-            "stages/trained": stages_trained,
-            "stages/cached": sum(len(s) for s in prepared.stages.values()) - stages_trained,
-            "time/wall_s": time.perf_counter() - prepared.started,
-            "throughput/tokens_per_s": tokens / max(train_time.seconds, 1e-9),
+            "time/train_s": spent["train"],
+            "time/eval_s": spent["eval"],
+            "time/stages_s": spent["stages"],
+            "time/checkpoint_s": spent["checkpoint"],
+            "stages/trained": progress.stages_trained,
+            "stages/cached": sum(len(s) for s in prepared.stages.values())
+            - progress.stages_trained,
+            "time/wall_s": spent["wall"],
+            "throughput/tokens_per_s": progress.tokens / max(spent["train"], 1e-9),
         }
     )
     tracker.metrics(metrics)
@@ -378,6 +553,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         "pairs": [dataclasses.asdict(r) for r in pair_results],
     }
     tracker.artifact(results, "results.json")
+    checkpoints.clear()  # finished: nothing to resume
     return RunResult(tracker.run_id, tracker.experiment_id, tracker.uri, pair_results, metrics)
 
 
@@ -390,7 +566,9 @@ def build_model(
     missing = {stage.name for stage in prepared.stages[model_plan.name]} - set(stages or {})
     if missing:
         raise ValueError(f"stages {sorted(missing)} are not trained yet")
-    model, untrained = load_backbone(suite.backbone, request.backbone_init)
+    model, untrained = load_backbone(
+        suite.backbone, request.backbone_init, request.trust_remote_code
+    )
     backbone = Backbone(
         suite.backbone, model, prepared.tokenizer, request.backbone_init, dict(stages or {}),
         untrained,
@@ -441,7 +619,9 @@ def _train_stage(
 ) -> None:
     request, suite = prepared.request, prepared.suite
     transformers.set_seed(request.seed)  # the random backbone of this run, if random
-    model, untrained = load_backbone(suite.backbone, request.backbone_init)
+    model, untrained = load_backbone(
+        suite.backbone, request.backbone_init, request.trust_remote_code
+    )
     backbone = Backbone(
         suite.backbone, model, prepared.tokenizer, request.backbone_init, untrained=untrained
     )
@@ -471,27 +651,37 @@ def _train(
     collator: Collator,
     tracker: Tracker,
     path: Path,
+    save: Callable[..., None],
+    resumed: Checkpoint | None,
 ) -> tuple[int, float]:
-    """Trains `model` in place, leaves it at its best model-selection checkpoint; returns the
-    tokens seen and the best model-selection score."""
+    """Trains `model` in place, leaves it at its best model-selection checkpoint (`path`), and
+    returns the tokens seen and the best model-selection score. `save(loop, model, state)` writes
+    a checkpoint; `resumed` is the one to continue from."""
     pairs = [*plan.train, *(plan.mlm if prepared.method_config.mlm else ())]
-    best = -math.inf
+    loop = Loop(plan.name)
+    if resumed is not None:
+        loop = Loop(**resumed.progress["loop"])
+        model.load(str(resumed.weights))
 
     def select(step: int) -> None:
-        nonlocal best
         last = step == prepared.train.max_steps and plan is prepared.plan.models[-1]
         score = _select(prepared, plan, model, collator, tracker, step, last)
-        if score > best:
-            best = score
-            model.save(str(path))
+        if loop.best is None or score > loop.best:
+            with interrupts.deferred():  # the best weights and their score change together
+                partial = path.with_name(path.name + ".partial")
+                model.save(str(partial))
+                os.replace(partial, path)
+                loop.best = score
 
     tokens = _fit(
         prepared, model, {t.pair: prepared.data[data_key(t)] for t in pairs}, collator,
         tracker, label=plan.name, steps=prepared.train.max_steps, lr=prepared.method_config.lr,
         batch_size=prepared.train.batch_size, seed=prepared.request.seed, select=select,
+        loop=loop, state=resumed.state if resumed else None,
+        checkpoint=lambda state: save(loop, model, state),
     )  # fmt: skip
     model.load(str(path))
-    return tokens, best
+    return tokens, loop.best
 
 
 def _fit(
@@ -507,39 +697,77 @@ def _fit(
     batch_size: int,
     seed: int,
     select: Callable[[int], None] | None = None,
+    loop: Loop | None = None,
+    state: dict[str, Any] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """The training loop: temperature-sampled pairs, AdamW with linear warm-up and decay,
-    clipping, a NaN guard; `select(step)` every `train.eval_every` steps. Returns tokens seen."""
+    clipping, a NaN guard; `select(step)` every `train.eval_every` steps, each followed by
+    `checkpoint(training state)`, as is an interrupt. `loop` and `state` (from a checkpoint)
+    continue where an earlier attempt stopped. Returns the tokens seen."""
     cfg = prepared.train
     kinds = {pair: d.kind for pair, d in data.items()}
     parameters = model.trainable_parameters()
     optimizer = make_optimizer(parameters, lr, prepared.method_config.weight_decay)
     warmup = int(cfg.warmup_ratio * steps)
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, steps)
-    sampler = iter(PairSampler(data, batch_size, cfg.temperature, seed))
-    tokens, losses = 0, []
-    bar = tqdm(range(1, steps + 1), desc=f"train {label}", disable=not prepared.request.progress)
-    for step in bar:
-        pair, indices = next(sampler)
-        model.train()
-        batch = collator(data[pair].examples(indices), kinds[pair])
-        loss = model(batch, pair).loss
-        if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite loss {loss.item()} at step {step} on pair {pair}")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens += int(batch["attention_mask"].sum())
-        losses.append(loss.item())
-        if step % 50 == 0 or step == steps:
-            tracker.metrics({f"train/{label}/loss": sum(losses) / len(losses)}, step)
-            bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
-            losses = []
-        if select is not None and (step % cfg.eval_every == 0 or step == steps):
-            select(step)
-    return tokens
+    sampler = PairSampler(data, batch_size, cfg.temperature, seed)
+    draws = iter(sampler)
+    loop = loop or Loop(label)
+    if state is not None:
+        restore(state, optimizer, scheduler, sampler, collator)
+
+    def save() -> None:
+        if checkpoint is not None:
+            checkpoint(training_state(optimizer, scheduler, sampler, collator))
+
+    def log(step: int) -> None:
+        tracker.metrics({f"train/{label}/loss": loop.loss}, step)
+        bar.set_postfix(loss=f"{loop.loss:.3f}")
+        loop.loss = None
+
+    bar = tqdm(
+        range(loop.step + 1, steps + 1), desc=f"train {label}", initial=loop.step, total=steps,
+        disable=not prepared.request.progress,
+    )  # fmt: skip
+    try:
+        if loop.loss is not None:  # the interrupted attempt computed it but did not log it
+            log(loop.step)
+        if not loop.selected:  # it was interrupted in this step's model selection
+            select(loop.step)
+            loop.selected = True
+            save()
+        for step in bar:
+            with interrupts.deferred():  # a step is taken whole or not at all
+                pair, indices = next(draws)
+                model.train()
+                batch = collator(data[pair].examples(indices), kinds[pair])
+                loss = model(batch, pair).loss
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"non-finite loss {loss.item()} at step {step} on pair {pair}"
+                    )
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(parameters, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loop.step = step
+                loop.tokens += int(batch["attention_mask"].sum())
+                loop.losses.append(loss.item())
+                if step % 50 == 0 or step == steps:
+                    loop.loss, loop.losses = sum(loop.losses) / len(loop.losses), []
+                loop.selected = select is None or not (step % cfg.eval_every == 0 or step == steps)
+            if loop.loss is not None:
+                log(step)
+            if not loop.selected:
+                select(step)
+                loop.selected = True
+                save()
+    except KeyboardInterrupt:
+        save()  # where the last whole step left it
+        raise
+    return loop.tokens
 
 
 def make_optimizer(

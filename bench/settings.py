@@ -10,6 +10,11 @@ The four settings mirror the Hyper-X paper (Figure 1):
 Model selection always uses the dev split of the labelled training pairs of source languages,
 never a target's data. Every language with unlabelled text is an MLM language of the plan;
 methods that use MLM (or train on text before, as MAD-X does) train on them.
+
+The runner (runs, sweeps, grids) and `bench plan` check every Plan with the leakage guard
+(`bench.leakage.check`) before using it: no test split is trained on, no target pair's labels
+are (few-shot: its shots only), only source dev data selects the model, and no trained example
+is evaluated or selected on.
 """
 
 from __future__ import annotations

@@ -64,9 +64,11 @@ def load(path: Path) -> Suite:
         )
     if "backbone" not in data or not data.get("tasks") or not data.get("settings"):
         raise BenchError(f"suite file {path} needs `backbone`, `[tasks.*]` and `[settings.*]`")
+    _check_shape(data, path)
     base = path.resolve().parent
     sources = {name: _source(name, spec, base, path) for name, spec in data["tasks"].items()}
     settings = {name: _setting(name, spec, path) for name, spec in data["settings"].items()}
+    _check_pairs(settings, data["tasks"], path)
     trained = [
         parse_spec(item, "train")[0].language
         for spec in settings.values()
@@ -91,6 +93,34 @@ def load(path: Path) -> Suite:
         method_options=dict(data.get("method", {})),
         settings=settings,
     )
+
+
+def _check_shape(data: dict, path: Path) -> None:
+    """Tables are tables and lists of labels or pairs are lists of strings: a value of another
+    type is named here rather than met later as a crash (or a string read letter by letter)."""
+
+    def need(value: Any, kind: type, key: str) -> None:
+        ok = isinstance(value, kind) and (kind is dict or all(isinstance(v, str) for v in value))
+        if not ok:
+            what = "a table" if kind is dict else "a list of strings"
+            raise BenchError(f"suite file {path}: `{key}` must be {what}, not {value!r}")
+
+    for key in ("train", "method", "tasks", "settings"):
+        need(data.get(key, {}), dict, key)
+    for name, spec in data["tasks"].items():
+        need(spec, dict, f"tasks.{name}")
+        need(spec.get("labels", []), list, f"tasks.{name}.labels")
+        for key in ("label_map", "files", "hub"):
+            need(spec.get(key, {}), dict, f"tasks.{name}.{key}")
+        for language, splits in spec.get("files", {}).items():
+            need(splits, dict, f"tasks.{name}.files.{language}")
+    for name, spec in data["settings"].items():
+        need(spec, dict, f"settings.{name}")
+        for key in ("train", "select"):
+            need(spec.get(key, []), list, f"settings.{name}.{key}")
+        need(spec.get("models", {}), dict, f"settings.{name}.models")
+        for model, pairs in spec.get("models", {}).items():
+            need(pairs, list, f"settings.{name}.models.{model}")
 
 
 def _expand(value: Any, path: Path) -> Any:
@@ -130,6 +160,11 @@ def _source(name: str, spec: dict, base: Path, path: Path) -> Source:
     files: dict[str, dict[str, Path | str]] = {}
     for language, splits in spec.get("files", {}).items():
         code = iso639_3(language)
+        if not splits:  # a language named without files: no data, silently, without this
+            raise BenchError(
+                f"suite file {path}: {name}/{language} lists no files; "
+                f'write {{ train = "...", dev = "...", test = "..." }}'
+            )
         for split, file in splits.items():
             if is_url(file):
                 files.setdefault(code, {})[split] = file
@@ -195,6 +230,22 @@ def _setting(name: str, spec: dict, path: Path) -> SettingPairs:
         models={model: tuple(map(_normalise, pairs)) for model, pairs in models.items()},
         select=tuple(map(_normalise, spec.get("select", ()))),
     )
+
+
+def _check_pairs(settings: dict[str, SettingPairs], tasks: dict, path: Path) -> None:
+    """Every pair a setting names reads a language that its task has files or hub data for."""
+    for name, spec in settings.items():
+        for item in [*(i for items in spec.models.values() for i in items), *spec.select]:
+            pair = parse_spec(item, "train")[0]
+            if pair.task not in tasks:
+                continue  # an unknown task is named where the Plan is built
+            task = tasks[pair.task]
+            have = [iso639_3(lang) for lang in [*task.get("files", {}), *task.get("hub", {})]]
+            if pair.language not in have:
+                raise BenchError(
+                    f"suite file {path}: [settings.{name}] pair {item!r} names {pair.language}, "
+                    f"which has no {pair.task} data (it has: {', '.join(have)})"
+                )
 
 
 def _normalise(item: str) -> str:

@@ -20,7 +20,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import signal
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -37,7 +36,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from bench import runner
+from bench import interrupts, runner
 from bench.config import TrainConfig
 from bench.errors import BenchError, Stopped, TrainingError
 from bench.tracking import Tracker, first_line, hide_password, param_text, resolve_uri
@@ -287,18 +286,8 @@ def run(sweep: Sweep, workers: int) -> None:
         raise TrainingError(f"sweep workers {', '.join(failed)} stopped with an error")
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (`kill`, a batch system's stop) stops a sweep as Ctrl-C does: the running trial is
-    recorded FAIL and its run KILLED, rather than left RUNNING until its heartbeat goes stale."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def _worker_process(sweep: Sweep, worker: int, threads: int) -> None:
-    stop_on_sigterm()
+    interrupts.stop_on_sigterm()  # a trial is stopped as by Ctrl-C: FAIL, its run KILLED
     try:
         work(sweep, worker, threads)
     except KeyboardInterrupt:  # the whole process group was interrupted; the main one reports

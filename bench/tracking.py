@@ -7,11 +7,16 @@ suite; params flattened (`method.lr`); metrics named `eval/<task>/<lang>/<metric
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shlex
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from bench.errors import BenchError
 
 MAX_BATCH = 500  # below MLflow's per-request limit of 1000 metrics
+REACH_TIMEOUT_S = 5.0  # how long `Tracker.check_reachable` waits for a server to answer
 
 
 def resolve_uri(output: Path, tracking_uri: str | None) -> str:
@@ -68,7 +74,9 @@ class Tracker:
         try:
             found = self.client.get_experiment_by_name(experiment)
         except Exception as error:  # the store could not be reached or opened
-            raise BenchError(f"tracking store {uri} is unusable: {first_line(error)}") from None
+            raise BenchError(
+                f"tracking store {hide_password(uri)} is unusable: {first_line(error)}"
+            ) from None
         if found is None:
             location = None
             if artifact_root is not None and not uri.startswith(("http", "databricks")):
@@ -78,6 +86,33 @@ class Tracker:
             self.experiment_id = found.experiment_id
         self.run_id = ""
 
+    @staticmethod
+    def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
+        """Fails at once when an http(s) tracking server does not answer: one request, a short
+        timeout, no retries (MLflow's client retries with backoff for minutes before it gives
+        up). Any HTTP answer, even 401 or 404, is a server that is there; so is a TLS handshake
+        that fails (its certificate is MLflow's to verify). Other URIs are not checked."""
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme not in ("http", "https"):
+            return
+        host = parts.netloc.rpartition("@")[2]  # credentials are for MLflow, not for this probe
+        url = urllib.parse.urlunsplit((parts.scheme, host, parts.path or "/", "", ""))
+        request = urllib.request.Request(url, method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                return
+        except urllib.error.HTTPError:
+            return  # an answer
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            reason = error.reason if isinstance(error, urllib.error.URLError) else error
+            if isinstance(reason, ssl.SSLError):
+                return
+            why = reason if isinstance(reason, str) else _why(reason)
+            raise BenchError(
+                f"tracking server {hide_password(uri)} cannot be reached ({why}); "
+                "start it, or check --tracking-uri and MLFLOW_TRACKING_URI"
+            ) from None
+
     def start(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
@@ -85,6 +120,16 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
         return self.run_id
+
+    def resume(self, run_id: str, tags: dict[str, str]) -> None:
+        """Takes over an interrupted run: RUNNING again, its `stopped`/`error` tags gone."""
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        held = self.client.get_run(run_id).data.tags
+        for key in ("stopped", "error"):
+            if key in held:
+                self.client.delete_tag(run_id, key)
+        self.tags(tags)
 
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
         stamp = _now_ms()
@@ -113,7 +158,12 @@ def _now_ms() -> int:
 
 def hide_password(uri: str) -> str:
     """A store URI fit to print and log: `scheme://user:***@host/...`."""
-    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", uri)
+    return re.sub(r"://([^:/@]+):[^/]*@", r"://\1:***@", uri)  # to the last @: one in it too
+
+
+def _why(error: BaseException) -> str:
+    """`Connection refused`, `timed out`: an OS error's own words, else its first line."""
+    return getattr(error, "strerror", None) or first_line(error)
 
 
 def first_line(error: BaseException) -> str:

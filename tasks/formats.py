@@ -3,19 +3,23 @@ and, with their line numbers, the problems that make the file unreadable and the
 data that are kept as published (a BIO tag that continues no entity, an empty premise).
 
 - CoNLL-U (Universal Dependencies): read with the `conllu` library; comments, multiword-token
-  ranges (`3-4`) and empty nodes (`5.1`) are skipped; the label is the UPOS column.
+  ranges (`3-4`) and empty nodes (`5.1`) are skipped; the label is the UPOS column. Word IDs
+  count 1, 2, ... in each sentence, as UD's validator requires.
 - two-column CoNLL NER (MasakhaNER): `token TAG` per line, a blank line between sentences; tags
   are checked as BIO (an `I-` tag that continues no entity is kept, as seqeval reads it: it
   begins one, and reported).
 - NLI TSV (AmericasNLI, XNLI): a header with `premise`, `hypothesis` and `label` (a name or the
   hub's integer), one example per row.
 - text (MLM): one sentence or paragraph per line; blank lines are skipped.
+
+A file without a single example is malformed too: it would only fail later, without its name.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +34,8 @@ UPOS = (
     "PUNCT", "SCONJ", "SYM", "VERB", "X",
 )  # fmt: skip
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # hub order: 0, 1, 2
+# a CoNLL-U ID: a word (1, 2, ...), a multiword token's range (3-4) or an empty node (5.1)
+_CONLLU_ID = re.compile(r"(?P<word>[1-9]\d*)|(?P<start>[1-9]\d*)-(?P<end>[1-9]\d*)|\d+\.[1-9]\d*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +110,8 @@ def read_conllu(path: Path) -> Parsed:
             for i, line in enumerate(lines)
             if (message := _conllu_line_problem(line))
         ]
+        if not bad and (disorder := _conllu_order_problem(start, lines)):
+            bad = [disorder]
         if bad:
             problems += bad
             continue
@@ -117,7 +125,7 @@ def read_conllu(path: Path) -> Parsed:
             problems.append(Problem(start, "sentence without words"))
             continue
         rows.append({"tokens": [t["form"] for t in words], "tags": [t["upos"] for t in words]})
-    return Parsed(Kind.TOKEN, rows, problems)
+    return Parsed(Kind.TOKEN, rows, _unless_empty(rows, problems, "no sentences"))
 
 
 def _conllu_line_problem(line: str) -> str | None:
@@ -127,13 +135,32 @@ def _conllu_line_problem(line: str) -> str | None:
     if len(fields) != 10:
         return f"expected 10 tab-separated fields, found {len(fields)}"
     word_id, upos = fields[0], fields[3]
-    if "-" in word_id or "." in word_id:  # a multiword range or an empty node: not a word
-        return None
-    if not word_id.isdigit():
-        return f"ID {word_id!r} is not a number, range or decimal"
-    if upos not in UPOS:
+    match = _CONLLU_ID.fullmatch(word_id)
+    if match is None or (match["start"] and int(match["start"]) >= int(match["end"])):
+        return f"ID {word_id!r} is not a word number, range (3-4) or empty node (5.1)"
+    if match["word"] and upos not in UPOS:  # ranges and empty nodes are not words
         return f"UPOS {upos!r} is not one of the 17 universal tags"
     return None
+
+
+def _conllu_order_problem(start: int, lines: list[str]) -> Problem | None:
+    """The first word whose ID breaks the sentence's count 1, 2, ... (IDs are well-formed)."""
+    expected = 1
+    for offset, line in enumerate(lines):
+        word_id = line.split("\t")[0]
+        if line.startswith("#") or not word_id.isdigit():
+            continue
+        if int(word_id) != expected:
+            return Problem(
+                start + offset, f"ID {word_id!r} is out of sequence: expected {expected}"
+            )
+        expected += 1
+    return None
+
+
+def _unless_empty(rows: list[dict], problems: list[Problem], what: str) -> list[Problem]:
+    """`problems`, or, for a file that holds nothing at all, the one that says so."""
+    return problems if rows or problems else [Problem(1, what)]
 
 
 def read_conll_ner(path: Path) -> Parsed:
@@ -158,7 +185,7 @@ def read_conll_ner(path: Path) -> Parsed:
             previous = tag
         if ok:
             rows.append({"tokens": tokens, "tags": tags})
-    return Parsed(Kind.TOKEN, rows, problems, warnings)
+    return Parsed(Kind.TOKEN, rows, _unless_empty(rows, problems, "no sentences"), warnings)
 
 
 def _bio_malformed(tag: str) -> bool:
@@ -170,7 +197,9 @@ def read_nli_tsv(path: Path) -> Parsed:
     rows, problems, warnings = [], [], []
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = {"premise", "hypothesis", "label"} - set(reader.fieldnames or ())
+        if reader.fieldnames is None:
+            return Parsed(Kind.SENTENCE, [], [Problem(1, "no examples")])
+        missing = {"premise", "hypothesis", "label"} - set(reader.fieldnames)
         if missing:
             problem = Problem(1, f"header lacks {', '.join(sorted(missing))}")
             return Parsed(Kind.SENTENCE, [], [problem])
@@ -185,7 +214,7 @@ def read_nli_tsv(path: Path) -> Parsed:
             if not premise or not hypothesis:
                 warnings.append(Problem(number, "empty premise or hypothesis"))
             rows.append({"premise": premise, "hypothesis": hypothesis, "label": label})
-    return Parsed(Kind.SENTENCE, rows, problems, warnings)
+    return Parsed(Kind.SENTENCE, rows, _unless_empty(rows, problems, "no examples"), warnings)
 
 
 def nli_label(value) -> str | None:
@@ -201,5 +230,4 @@ def nli_label(value) -> str | None:
 def read_text(path: Path) -> Parsed:
     with open(path, encoding="utf-8") as handle:
         rows = [{"text": line.strip()} for line in handle if line.strip()]
-    problems = [] if rows else [Problem(1, "no text")]
-    return Parsed(Kind.MLM, rows, problems)
+    return Parsed(Kind.MLM, rows, _unless_empty(rows, [], "no text"))

@@ -28,7 +28,7 @@ def suite_file(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "dev", "test"):
-        (data / f"en-{split}.conllu").write_text(CONLLU * 3)
+        (data / f"en-{split}.conllu").write_text((CONLLU + "\n") * 3)  # blank between
         (data / f"de-{split}.txt").write_text(NER)
     (data / "de.txt").write_text("Ein Satz.\nNoch einer.\n")
     monkeypatch.setenv("DATA", str(data))
@@ -131,15 +131,17 @@ def test_shared_suite_plans_the_papers_mixed_layout(monkeypatch, capsys):
 def test_training_on_part_of_a_split_and_selecting_on_the_rest_keeps_them_apart(
     suite_file, tmp_path
 ):
-    select = 'select = ["pos/en", "ner/de@train[4:]"]\n'
-    head, _, tail = suite_file.read_text().partition("[settings.single-task.models]")
+    # a held-out slice of dev, never of train: model selection reads dev data only (leakage)
+    select = 'select = ["pos/en", "ner/de@dev[4:]"]\n'
+    text = suite_file.read_text().replace('"ner/de@train[:4]"', '"ner/de@dev[:4]"', 1)
+    head, _, tail = text.partition("[settings.single-task.models]")
     suite_file.write_text(f"{head}{select}[settings.single-task.models]{tail}")
     request = runner.Request(method="dummy", suite=str(suite_file), output=tmp_path, progress=False)
     prepared = runner.prepare(request)
     (model,) = prepared.plan.models
     trained = next(t for t in model.train if t.pair.task == "ner")
     selected = next(e for e in model.selection if e.pair.task == "ner")
-    assert (trained.split, selected.split) == ("train", "train")
+    assert (trained.split, selected.split) == ("dev", "dev")
     assert len(prepared.data[runner.data_key(trained)]) == 4
     assert len(prepared.data[runner.data_key(selected)]) == 2
 
