@@ -124,6 +124,7 @@ def prepare(request: Request) -> Prepared:
     suite, method, method_config, train, plan = resolve(request)
     stages = {m.name: method.stages(m, method_config) for m in plan.models}
     backbone = backbone_path(suite.backbone)  # before any output: a missing one stops here
+    _check_sources(suite, plan, stages, method_config.mlm)
     _check_output(request.output)
     Tracker.check_reachable(resolve_uri(request.output, request.tracking_uri))  # no run yet
     _check_remote_code(backbone, request.trust_remote_code)
@@ -210,6 +211,18 @@ def _check_remote_code(path: Path, trusted: bool) -> None:
                 f"backbone {path} ships its own code ({name} has auto_map); it runs only "
                 "with --trust-remote-code, if you trust it"
             )
+
+
+def _check_sources(suite: Suite, plan: Plan, stages: dict, mlm: bool) -> None:
+    """Every split the run reads can be had, before anything is written: offline, data missing
+    from the caches stops the run at once, not after the data before it is tokenised."""
+    for model in plan.models:
+        staged = [t for stage in stages[model.name] for t in stage.pairs]
+        items = [*model.train, *(model.mlm if mlm else ()), *staged, *model.selection, *model.eval]
+        for item in dict.fromkeys((i.pair, i.split) for i in items):
+            source = suite.task(item[0].task).source
+            if check := getattr(source, "check", None):  # sources that may need the network
+                check(item[0].language, item[1])
 
 
 def data_key(item: TrainPair | EvalPair) -> tuple:

@@ -55,6 +55,10 @@ class FileSource:
     def load(self, language: str, split: str) -> datasets.Dataset:
         return as_dataset(self._read(self.path(language, split)), self.kind)
 
+    def check(self, language: str, split: str) -> None:
+        """Raise now if the split's file cannot be had (a URL not downloaded, offline)."""
+        _local(self.path(language, split))
+
     @functools.cache  # noqa: B019 - a source lives as long as its suite; files are read once
     def _read(self, path: Path | str) -> list[dict]:
         parsed = formats.read(_local(path), self.kind, name=str(path))

@@ -11,7 +11,10 @@ laid out as the hub lays them out, for example
         --revision <the pinned revision> --local-dir $BENCH_HUB_MIRROR/unimelb-nlp/wikiann
 
 A repository found there is read from there (the same files, so the same loader); any other is
-read from the hub, and a run that cannot reach it stops with one line naming it.
+read from the hub, and a run that cannot reach it stops with one line naming it. Offline
+(HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set) the hub is never asked: a dataset comes from the
+`datasets` cache or a copy, or the run stops with one line naming it and the variable. Wikipedia's
+text is streamed, and streaming keeps nothing in the cache: offline, only a copy serves.
 
 UD treebanks are not here: they are CoNLL-U files at a release tag of their GitHub repositories,
 read by `tasks.files.FileSource` (`ud_files`). MasakhaNER 2.0 is script-only on the hub; its
@@ -125,6 +128,13 @@ class HubSource:
     def load(self, language: str, split: str) -> datasets.Dataset:
         return as_dataset(self._rows(language, split), self.kind)
 
+    def check(self, language: str, split: str) -> None:
+        """Raise now if the split cannot be read, for a runner to call before it writes anything.
+        Offline the split is read here, from the cache or a copy (`load` then reuses it); the hub
+        is not asked, so nothing waits for a network timeout. Online, `load` asks the hub."""
+        if _offline():
+            self._rows(language, split)
+
     @functools.cache  # noqa: B019 - a source lives as long as its suite; data is read once
     def _rows(self, language: str, split: str) -> list[dict]:
         part = self.parts[language]
@@ -157,6 +167,15 @@ def _mirror(repo: str) -> Path | None:
     return None
 
 
+def _offline() -> str | None:
+    """The variable that keeps `datasets` off the hub, if one does (it honours either)."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE"
+    if datasets.config.HF_HUB_OFFLINE:
+        return "HF_DATASETS_OFFLINE"
+    return None
+
+
 def _open(part: HubPart, split: str, streaming: bool):
     dataset = part.dataset
     mirror = _mirror(dataset.repo)
@@ -173,9 +192,21 @@ def _open(part: HubPart, split: str, streaming: bool):
     except (ConnectionError, FileNotFoundError, ValueError) as error:
         # offline: ConnectionError; no such config or split: ValueError; no such repo: an
         # OSError or DatasetNotFoundError (a FileNotFoundError)
+        name = f"{dataset.repo} ({part.config or 'default'}, {dataset.splits[split]})"
+        if (offline := _offline()) and not mirror:
+            way_out = (
+                "streamed text is never cached, so put a copy"  # a run online would not help
+                if streaming
+                else "run once where the hub can be reached, or put a copy"
+            )
+            raise BenchError(
+                f"hub dataset {name} cannot be read: it is not in the local `datasets` cache "
+                f"({type(error).__name__}) and {offline} is set, so the hub is not asked; "
+                f"{way_out} under ${MIRROR_VARIABLE}/{dataset.repo}"
+            ) from None
         raise BenchError(
-            f"hub dataset {dataset.repo} ({part.config or 'default'}, {dataset.splits[split]}) "
-            f"cannot be read from {location} ({type(error).__name__}: {str(error)[:120]}); "
+            f"hub dataset {name} cannot be read from {location} "
+            f"({type(error).__name__}: {str(error)[:120]}); "
             f"reach the hub, or put a copy under ${MIRROR_VARIABLE}/{dataset.repo}"
         ) from None
 
@@ -185,7 +216,7 @@ def _commit(repo: str, revision: str) -> str:
     """The commit a revision names: itself if it is one; else resolved once per process where
     the hub can be reached, so that data read at a branch is keyed (and cached) by its commit.
     Offline, `datasets` reads the branch from its cache."""
-    if re.fullmatch(r"[0-9a-f]{40}", revision) or huggingface_hub.constants.HF_HUB_OFFLINE:
+    if re.fullmatch(r"[0-9a-f]{40}", revision) or _offline():
         return revision
     try:
         info = huggingface_hub.HfApi().dataset_info(repo, revision=revision)

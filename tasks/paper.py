@@ -9,7 +9,10 @@ the paper's 13 UD languages and the AmericasNLI languages that have a Wikipedia.
 The budget is the reference code's (100,000 steps of 32 at length 256, 4,000 warm-up steps,
 evaluation every 5,000), and the method defaults are the reference's for mBERT: a GPU's work.
 The Plan (`python -m bench plan --suite paper --setting mixed`) needs no network; a run needs
-the hub, or its backbone in the Hugging Face cache and its datasets under `$BENCH_HUB_MIRROR`.
+the hub. Offline (HF_HUB_OFFLINE=1) it needs its backbone in the Hugging Face cache, its UD files
+in the `datasets` cache, its labelled hub datasets there or under `$BENCH_HUB_MIRROR`, and its
+Wikipedia text (streamed, so never cached) under `$BENCH_HUB_MIRROR`; what is missing stops it
+with one line, and the hub is not asked.
 
 Left out: the AmericasNLI languages without a Wikipedia (bzd, cni, hch, oto, shp, tar) would
 have no MLM text, so Hyper-X could not train their embeddings; a suite file can add them with

@@ -274,6 +274,7 @@ def test_a_hub_backbone_is_read_from_the_hugging_face_cache(tmp_path, monkeypatc
 def test_a_branch_is_keyed_by_the_commit_it_resolves_to(monkeypatch):
     monkeypatch.delenv(hub.MIRROR_VARIABLE, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # HF_DATASETS_OFFLINE
     asked = []
 
     def dataset_info(self, repo, revision):
