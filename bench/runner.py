@@ -124,10 +124,10 @@ def prepare(request: Request) -> Prepared:
     suite, method, method_config, train, plan = resolve(request)
     stages = {m.name: method.stages(m, method_config) for m in plan.models}
     backbone = backbone_path(suite.backbone)  # before any output: a missing one stops here
+    _check_remote_code(backbone, request.trust_remote_code)
     _check_sources(suite, plan, stages, method_config.mlm)
     _check_output(request.output)
     Tracker.check_reachable(resolve_uri(request.output, request.tracking_uri))  # no run yet
-    _check_remote_code(backbone, request.trust_remote_code)
     resumed = _resumable(request, run_params(request, suite, method_config, train))
     tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=request.trust_remote_code)
     cache = request.output / "cache"
@@ -283,7 +283,7 @@ HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")  # org/name, or org/name@rev
 # What a run reads of a hub backbone: its config, weights and tokenizer, not every format the
 # repository ships (mBERT's also holds TensorFlow and Flax weights).
 HUB_FILES = ["config.json", "*.safetensors", "tokenizer*", "vocab*", "special_tokens_map.json",
-             "sentencepiece*", "*.model"]  # fmt: skip
+             "sentencepiece*", "*.model", "*.py"]  # fmt: skip
 
 
 @functools.cache  # backbone_path runs several times a run: ask the hub once per process
