@@ -174,6 +174,7 @@ def test_a_baseline_without_runs_is_one_line(store, tmp_path):
         (["--bootstrap", "0"], "--bootstrap 0 is invalid"),
         (["--output", "{tmp}/none"], "no MLflow store at"),
         (["--tracking-uri", "sqlite:///{tmp}/other.db"], "no experiment 'demo' in"),
+        (["--tracking-uri", "http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 cannot be"),
         (["--report", "{tmp}/file/x.md"], "report path"),
     ],
 )
