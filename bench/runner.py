@@ -567,6 +567,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     }
     tracker.artifact(results, "results.json")
     checkpoints.clear()  # finished: nothing to resume
+    tracker.client.delete_tag(tracker.run_id, "checkpoint")
     return RunResult(tracker.run_id, tracker.experiment_id, tracker.uri, pair_results, metrics)
 
 

@@ -231,3 +231,10 @@ def test_resuming_needs_the_same_flags_and_an_unfinished_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--resume {run_id}: the run has method.lr=0.0005, this command method.lr=0.01" in err
     assert client.get_run(run_id).info.status == "KILLED"  # untouched
+    before = client.get_run(run_id).data.metrics
+    assert main([*args, "--resume", run_id]) == 0  # no checkpoint: it starts over, in that run
+    after = client.get_run(run_id)
+    assert after.info.status == "FINISHED" and after.data.tags["resumed"] == "from the start"
+    assert {k: v for k, v in after.data.metrics.items() if not k.startswith(NOT_COMPARED)} == {
+        k: v for k, v in before.items() if not k.startswith(NOT_COMPARED)
+    }
