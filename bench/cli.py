@@ -511,8 +511,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     )  # fmt: skip
     command = "python -m bench report"
     defaults = vars(build_parser().parse_args(["report"]))
-    for flag, value in vars(args).items():
-        if value != defaults[flag]:
+    for flag, default in defaults.items():
+        if (value := getattr(args, flag)) != default:
             command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
     print(report.save(found, path, command))
     print(f"written to {path}")
