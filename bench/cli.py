@@ -201,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     perf.add_argument("--quick", action="store_true", help="skip the paper's 32 x 256 batch")
     perf.add_argument("--report", type=Path, help="where to write (default: reports/perf.md)")
+    perf.add_argument(
+        "--methods", help="methods run on the demo suite (default: the README's six; none: skip)"
+    )
+    perf.add_argument(
+        "--method-steps", type=int, default=200, help="training steps per method run (default: 200)"
+    )
 
     transfer = commands.add_parser(
         "transfer", help="pretrained vs random backbone on zero-shot POS: reports/demo/transfer.md"
@@ -523,20 +529,30 @@ def cmd_perf(args: argparse.Namespace) -> int:
     import torch
 
     from bench import perf, plugins
+    from bench.method import METHODS
 
     plugins.load_builtins()
     _positive(repeats=args.repeats, threads=args.threads)
     torch.set_num_threads(args.threads)
     cases = [c for c in perf.CASES if not (args.quick and c.batch * c.length > 8 * 128)]
+    _positive(method_steps=args.method_steps)
+    names = perf.RUN_METHODS
+    if args.methods is not None:  # "none" (or empty) runs no method
+        names = [m for m in args.methods.split(",") if m and m != "none"]
+    for name in names:
+        METHODS.get(name)  # an unknown name stops here, before minutes of timing
     timings = []
     for case in cases:
         print(f"timing {case.shape}, batch {case.batch} x {case.length} ...", flush=True)
         timings.append(perf.measure(case, repeats=args.repeats))
+    runs = perf.run_methods(list(names), steps=args.method_steps, threads=args.threads)
     command = "python -m bench perf" + (" --quick" if args.quick else "")
-    for flag, default in (("repeats", 3), ("threads", 2)):
+    for flag, default in (("repeats", 3), ("threads", 2), ("methods", None), ("method_steps", 200)):
         if getattr(args, flag) != default:
-            command += f" --{flag} {getattr(args, flag)}"
+            command += f" --{flag.replace('_', '-')} {getattr(args, flag)}"
     text = perf.render(timings, command=command, threads=args.threads, repeats=args.repeats)
+    if runs:
+        text += "\n" + perf.render_methods(runs, steps=args.method_steps, threads=args.threads)
     return _write_report(text, args.report or perf.REPORT)
 
 

@@ -34,6 +34,7 @@ class PairData:
     rows: datasets.Dataset
     encoded: datasets.Dataset  # input_ids, token_type_ids, labels (per token or one), n_labelled
     fingerprint: str = ""  # changes whenever the encoded examples would (keys trained stages)
+    cached: bool = False  # the encodings were read from the on-disk cache, not tokenised now
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -95,7 +96,8 @@ def load_pair(
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir / f"{task.name}-{language}-{split}-{digest}" if cache_dir else None
-    if path is not None and path.exists():
+    cached = path is not None and path.exists()
+    if cached:
         encoded = datasets.load_from_disk(str(path))
     else:
         encoded = datasets.Dataset.from_dict(encode(task, rows, tokenizer, max_length))
@@ -103,7 +105,7 @@ def load_pair(
             tmp = path.with_name(path.name + ".tmp")
             encoded.save_to_disk(str(tmp))
             tmp.rename(path)  # a crash mid-write never leaves a cache entry that looks complete
-    return PairData(Pair(task.name, language), task.kind, rows, encoded, digest)
+    return PairData(Pair(task.name, language), task.kind, rows, encoded, digest, cached)
 
 
 def encode(task: Task, dataset: datasets.Dataset, tokenizer, max_length: int) -> dict[str, list]:

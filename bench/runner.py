@@ -96,6 +96,7 @@ class Prepared:
         default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
     resumed: Checkpoint | None = None  # what `request.resume` continues from (None: the start)
+    data_s: float = 0.0  # reading and encoding the data (or reading it from the cache)
     run_id: str = ""  # the MLflow run, once `execute` has started (or resumed) it
 
     def examples(self, pair: Pair, split: str) -> PairData:
@@ -130,11 +131,34 @@ def prepare(request: Request) -> Prepared:
     Tracker.check_reachable(resolve_uri(request.output, request.tracking_uri))  # no run yet
     resumed = _resumable(request, run_params(request, suite, method_config, train))
     tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=request.trust_remote_code)
-    cache = request.output / "cache"
-    data: dict[tuple, PairData] = {}
+    with Stopwatch() as reading:
+        data = _read_data(
+            suite, plan, stages, method_config.mlm, train, tokenizer, request.output / "cache"
+        )
     references = {}
     for model in plan.models:
-        pairs = [*model.train, *(model.mlm if method_config.mlm else ())]
+        targets = {e.pair for e in model.eval if e.role == "target"}  # few shots are no source
+        for task in model.tasks:
+            rows = [
+                row
+                for t in model.train
+                if t.pair.task == task and t.pair not in targets
+                for row in data[data_key(t)].rows
+            ]
+            references[(model.name, task)] = References(suite.task(task), rows)
+    return Prepared(
+        request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
+        started, resumed=resumed, data_s=reading.seconds,
+    )  # fmt: skip
+
+
+def _read_data(
+    suite: Suite, plan: Plan, stages: dict, mlm: bool, train: TrainConfig, tokenizer, cache: Path
+) -> dict[tuple, PairData]:
+    """Every split the run reads, encoded: from the on-disk cache where it is current."""
+    data: dict[tuple, PairData] = {}
+    for model in plan.models:
+        pairs = [*model.train, *(model.mlm if mlm else ())]
         pairs += [t for stage in stages[model.name] for t in stage.pairs]
         for t in pairs:
             if data_key(t) not in data:
@@ -147,19 +171,7 @@ def prepare(request: Request) -> Prepared:
                         suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
                         max_length=train.max_length, exclude=e.exclude, cap=cap, cache_dir=cache,
                     )  # fmt: skip
-        targets = {e.pair for e in model.eval if e.role == "target"}  # few shots are no source
-        for task in model.tasks:
-            rows = [
-                row
-                for t in model.train
-                if t.pair.task == task and t.pair not in targets
-                for row in data[data_key(t)].rows
-            ]
-            references[(model.name, task)] = References(suite.task(task), rows)
-    return Prepared(
-        request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
-        started, resumed=resumed,
-    )  # fmt: skip
+    return data
 
 
 def checkpoint_folder(output: Path, run_id: str) -> Path:
@@ -441,6 +453,7 @@ class Progress:
     pairs: list[dict] = dataclasses.field(default_factory=list)  # their PairResults
     selected: list[float] = dataclasses.field(default_factory=list)  # their best selection score
     tokens: int = 0
+    eval_tokens: int = 0
     trainable: int = 0
     total: int = 0
     staged: dict[str, int] = dataclasses.field(default_factory=dict)  # stage -> parameters
@@ -470,7 +483,11 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
     resumed = prepared.resumed
     progress = Progress(**resumed.progress["run"]) if resumed else Progress()
     earlier = dict(progress.seconds)
-    clocks = {name: Stopwatch() for name in ("train", "eval", "stages", "checkpoint")}
+    # batches (drawing and collating) and logging are the harness's part of training's time
+    clocks = {
+        name: Stopwatch()
+        for name in ("train", "eval", "stages", "checkpoint", "batches", "logging")
+    }
 
     def seconds() -> dict[str, float]:
         now = {name: clock.seconds for name, clock in clocks.items()}
@@ -505,7 +522,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         with clocks["train"]:
             path = folder / f"{model_plan.name}.safetensors"
             model_tokens, best = _train(
-                prepared, model_plan, model, collator, tracker, path, save, pending
+                prepared, model_plan, model, collator, tracker, path, save, pending, clocks
             )
         pending = None
         with clocks["eval"]:
@@ -517,6 +534,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
                     model, task, data, e, refs, prepared.train, model_plan.name, collator
                 )
                 progress.pairs.append(dataclasses.asdict(result))
+                progress.eval_tokens += data.tokens
         model_trainable, model_total = count_parameters(model)
         counts: dict[str, int] = {}
         for name, parameter in model.named_parameters():
@@ -544,11 +562,17 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
             "time/eval_s": spent["eval"],
             "time/stages_s": spent["stages"],
             "time/checkpoint_s": spent["checkpoint"],
+            "time/batches_s": spent["batches"],
+            "time/logging_s": spent["logging"],
+            "time/data_s": prepared.data_s,
+            "data/encoded": sum(not d.cached for d in prepared.data.values()),
+            "data/cached": sum(d.cached for d in prepared.data.values()),
             "stages/trained": progress.stages_trained,
             "stages/cached": sum(len(s) for s in prepared.stages.values())
             - progress.stages_trained,
             "time/wall_s": spent["wall"],
             "throughput/tokens_per_s": progress.tokens / max(spent["train"], 1e-9),
+            "throughput/eval_tokens_per_s": progress.eval_tokens / max(spent["eval"], 1e-9),
         }
     )
     tracker.metrics(metrics)
@@ -667,6 +691,7 @@ def _train(
     path: Path,
     save: Callable[..., None],
     resumed: Checkpoint | None,
+    clocks: dict[str, Stopwatch],
 ) -> tuple[int, float]:
     """Trains `model` in place, leaves it at its best model-selection checkpoint (`path`), and
     returns the tokens seen and the best model-selection score. `save(loop, model, state)` writes
@@ -692,7 +717,7 @@ def _train(
         tracker, label=plan.name, steps=prepared.train.max_steps, lr=prepared.method_config.lr,
         batch_size=prepared.train.batch_size, seed=prepared.request.seed, select=select,
         loop=loop, state=resumed.state if resumed else None,
-        checkpoint=lambda state: save(loop, model, state),
+        checkpoint=lambda state: save(loop, model, state), clocks=clocks,
     )  # fmt: skip
     model.load(str(path))
     return tokens, loop.best
@@ -714,12 +739,15 @@ def _fit(
     loop: Loop | None = None,
     state: dict[str, Any] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    clocks: dict[str, Stopwatch] | None = None,
 ) -> int:
     """The training loop: temperature-sampled pairs, AdamW with linear warm-up and decay,
     clipping, a NaN guard; `select(step)` every `train.eval_every` steps, each followed by
     `checkpoint(training state)`, as is an interrupt. `loop` and `state` (from a checkpoint)
-    continue where an earlier attempt stopped. Returns the tokens seen."""
+    continue where an earlier attempt stopped; `clocks["batches"]` and `clocks["logging"]` add up
+    the harness's share of the steps. Returns the tokens seen."""
     cfg = prepared.train
+    clocks = clocks or {"batches": Stopwatch(), "logging": Stopwatch()}
     kinds = {pair: d.kind for pair, d in data.items()}
     parameters = model.trainable_parameters()
     optimizer = make_optimizer(parameters, lr, prepared.method_config.weight_decay)
@@ -736,8 +764,9 @@ def _fit(
             checkpoint(training_state(optimizer, scheduler, sampler, collator))
 
     def log(step: int) -> None:
-        tracker.metrics({f"train/{label}/loss": loop.loss}, step)
-        bar.set_postfix(loss=f"{loop.loss:.3f}")
+        with clocks["logging"]:
+            tracker.metrics({f"train/{label}/loss": loop.loss}, step)
+            bar.set_postfix(loss=f"{loop.loss:.3f}")
         loop.loss = None
 
     bar = tqdm(
@@ -753,9 +782,10 @@ def _fit(
             save()
         for step in bar:
             with interrupts.deferred():  # a step is taken whole or not at all
-                pair, indices = next(draws)
+                with clocks["batches"]:
+                    pair, indices = next(draws)
+                    batch = collator(data[pair].examples(indices), kinds[pair])
                 model.train()
-                batch = collator(data[pair].examples(indices), kinds[pair])
                 loss = model(batch, pair).loss
                 if not torch.isfinite(loss):
                     raise TrainingError(

@@ -70,7 +70,8 @@ class FileSource:
         if is_url(location):  # a pinned URL: its content does not change
             digest = hashlib.sha256(str(location).encode()).hexdigest()[:24]
         else:
-            digest = _file_digest(location)
+            stat = location.stat()
+            digest = _file_digest(location, stat.st_size, stat.st_mtime_ns)
         mapping = json.dumps(self.label_map, sort_keys=True)
         return f"file-{digest}-{hashlib.sha256(mapping.encode()).hexdigest()[:8]}"
 
@@ -105,8 +106,8 @@ def mapped_labels(
     return rows
 
 
-@functools.cache
-def _file_digest(path: Path) -> str:
+@functools.cache  # hashed once per version of the file: an edited file is hashed again
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:24]
 
 

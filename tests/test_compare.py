@@ -50,3 +50,15 @@ def test_perf_times_hyperx_and_the_static_adapter_side_by_side():
     assert set(timing.parts) == {"generation", "optimizer", "encoder, heads, backward"}
     text = perf.render([timing], command="python -m bench perf", threads=2, repeats=1)
     assert "| demo | 8 | 2 x 16 | train |" in text and "| demo | 8 | 2 x 16 | eval |" in text
+
+
+def test_perf_runs_each_method_in_its_own_process_and_reports_the_cache():
+    runs = perf.run_methods(["dummy", "dummy"], steps=20, threads=1)
+    first, second = (r.metrics for r in runs)
+    assert first["data/encoded"] > 0 and first["data/cached"] == 0  # a fresh folder
+    assert second["data/encoded"] == 0 and second["data/cached"] == first["data/encoded"]
+    assert all(0 < r.harness < 1 for r in runs)
+    assert first["throughput/eval_tokens_per_s"] > 0
+    text = perf.render_methods(runs, steps=20, threads=1)
+    assert text.count("| `dummy` | 2,967 |") == 2
+    assert f"the first run encoded {int(first['data/encoded'])} splits in" in text

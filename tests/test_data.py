@@ -1,11 +1,15 @@
 import numpy as np
 import pytest
+from test_formats import CONLLU
 from transformers import AutoTokenizer
 
 from bench.data import PairData, PairSampler, load_pair, sampling_probabilities
 from bench.heads import IGNORE
 from bench.runner import backbone_path
 from bench.settings import Pair
+from bench.task import TASKS, Kind, Task
+from tasks import formats
+from tasks.files import FileSource
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +47,28 @@ def test_encodings_are_cached_and_invalidated_by_their_key(demo, tokenizer, tmp_
     load_pair(task, demo.main_source, "dev", tokenizer, max_length=48, cache_dir=tmp_path)
     load_pair(task, demo.main_source, "dev", tokenizer, max_length=32, cap=10, cache_dir=tmp_path)
     assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_the_cache_is_invalidated_when_the_tokenizer_or_the_data_changes(demo, tmp_path):
+    def encode(tokenizer, source):
+        task = Task(TASKS.get("pos"), source)
+        return load_pair(task, "eng", "train", tokenizer, max_length=32, cache_dir=tmp_path / "c")
+
+    conllu = tmp_path / "en.conllu"
+    conllu.write_text(CONLLU)
+    files = FileSource(Kind.TOKEN, {"eng": {"train": conllu}}, formats.UPOS)
+    tokenizer = AutoTokenizer.from_pretrained(backbone_path(demo.backbone))
+    first = encode(tokenizer, files)
+    assert not first.cached and encode(tokenizer, files).cached  # the second read is a hit
+
+    tokenizer.add_tokens(["Yes"])  # another vocabulary: the same words encode otherwise
+    other = encode(tokenizer, files)
+    assert not other.cached and other.columns["input_ids"] != first.columns["input_ids"]
+
+    conllu.write_text(CONLLU.replace("3\tgo\t", "3\twent\t"))  # one word edited in the file
+    edited = encode(tokenizer, FileSource(Kind.TOKEN, {"eng": {"train": conllu}}, formats.UPOS))
+    assert not edited.cached and edited.columns["input_ids"] != other.columns["input_ids"]
+    assert len(list((tmp_path / "c").iterdir())) == 3
 
 
 def test_temperature_sampling_flattens_sizes():
