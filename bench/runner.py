@@ -171,6 +171,9 @@ def _read_data(
                         suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
                         max_length=train.max_length, exclude=e.exclude, cap=cap, cache_dir=cache,
                     )  # fmt: skip
+    for key, pair_data in data.items():
+        if key[0] == "train":  # the columns batches are cut from, built now, not at a first draw
+            _ = pair_data.columns
     return data
 
 
