@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -45,6 +46,10 @@ def _runs(parser: argparse.ArgumentParser) -> None:
         help="any option, e.g. method.weight_decay=0.01 or train.batch_size=16 (`list --options`)",
     )  # fmt: skip
     parser.add_argument(
+        "--precision", choices=("fp32", "bf16"),
+        help="bf16: bfloat16 autocast in training and evaluation, for GPUs (train.precision)",
+    )  # fmt: skip
+    parser.add_argument(
         "--trust-remote-code", action="store_true",
         help="let a backbone that ships its own modelling code (auto_map) run it",
     )  # fmt: skip
@@ -72,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume", metavar="RUN_ID",
         help="continue this interrupted run from its last checkpoint (same flags as it started)",
+    )  # fmt: skip
+    run.add_argument(
+        "--processes", type=int, default=1, metavar="N",
+        help="train data-parallel in N processes (one per GPU; CPU processes without GPUs), "
+        "through accelerate launch (default: 1)",
     )  # fmt: skip
 
     sweep = commands.add_parser(
@@ -230,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command != "run":
+            raise BenchError(
+                f"`bench {args.command}` does not run data-parallel; only `bench run` does "
+                "(accelerate launch -m bench run ..., or bench run --processes N)"
+            )
         return COMMANDS[args.command](args)
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -269,7 +284,9 @@ def _request(args: argparse.Namespace):
 
     train, method = _split_sets(args.set)
     train.update(_train_overrides(args))
-    for flag, key in (("max_steps", "max_steps"), ("eval_every", "eval_every")):
+    for flag, key in (
+        ("max_steps", "max_steps"), ("eval_every", "eval_every"), ("precision", "precision")
+    ):  # fmt: skip
         if getattr(args, flag) is not None:
             train[key] = getattr(args, flag)
     if getattr(args, "lr", None) is not None:
@@ -285,11 +302,20 @@ def _request(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench import runner
+    from bench import distributed, runner
     from bench.interrupts import stop_on_sigterm
     from bench.report import results_table
 
-    prepared = runner.prepare(_request(args))
+    _positive(processes=args.processes)
+    launched = distributed.launched()
+    if launched == 1 and args.processes > 1:
+        runner.prepare(_request(args))  # every check, and the data cache, before any launch
+        return distributed.launch(args.argv, args.processes)
+    if launched > 1 and args.processes not in (1, launched):
+        raise BenchError(f"--processes {args.processes}, but launched in {launched} processes")
+    group = distributed.current()
+    with group.first():  # process 0 fills the caches the others read
+        prepared = runner.prepare(_request(args))
     stop_on_sigterm()
     try:
         result = runner.execute(prepared)
@@ -305,6 +331,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    if result is None:  # not process 0 of a data-parallel run: that one reports
+        return 0
     print()
     print(f"{prepared.suite.name} / {prepared.plan.setting} / {args.method} / seed {args.seed}")
     print(prepared.suite.description)

@@ -155,3 +155,7 @@ class TrainConfig(Config):
         None, "at most this many examples per model-selection pair (default: eval_cap)", gt=0
     )
     shots: int = option(10, "few-shot: labelled examples per target pair", gt=0)
+    precision: str = option(
+        "fp32", "fp32, or bf16: bfloat16 autocast in training and evaluation (for GPUs)",
+        choices=("fp32", "bf16"),
+    )  # fmt: skip

@@ -33,7 +33,20 @@ class PairResult:
     gold: list
 
 
-def predict(model: Model, task: Task, data: PairData, collator: Collator, batch_size: int) -> list:
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """Where `train.precision` is bf16, the forward pass computes in bfloat16 where autocast
+    deems it safe (matrix products) and in float32 elsewhere; the weights stay float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def predict(
+    model: Model,
+    task: Task,
+    data: PairData,
+    collator: Collator,
+    batch_size: int,
+    precision: str = "fp32",
+) -> list:
     """Predicted labels per example; words cut off by truncation get no prediction (None)."""
     model.eval()
     model.prepare_eval(data.pair)
@@ -46,7 +59,9 @@ def predict(model: Model, task: Task, data: PairData, collator: Collator, batch_
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
             batch = collator(data.examples(indices), task.kind)
-            ids = model(batch, data.pair).logits.argmax(-1).cpu()
+            with autocast(precision, batch["input_ids"].device):
+                logits = model(batch, data.pair).logits
+            ids = logits.argmax(-1).cpu()
             if task.kind is Kind.SENTENCE:
                 for index, label in zip(indices, ids.tolist(), strict=True):
                     predictions[index] = task.labels[label]
@@ -68,7 +83,7 @@ def evaluate(
     model_name: str,
     collator: Collator,
 ) -> PairResult:
-    predictions = predict(model, task, data, collator, train.eval_batch_size)
+    predictions = predict(model, task, data, collator, train.eval_batch_size, train.precision)
     column = "tags" if task.kind is Kind.TOKEN else "label"
     gold = data.rows.to_dict()[column]
     score = METRICS[task.family.metric](gold, scored(predictions, task.labels))

@@ -24,7 +24,7 @@ from bench.bootstrap import Difference, Estimate
 from bench.errors import BenchError
 from bench.evaluation import PairResult, scored
 from bench.suites import Suite
-from bench.tracking import Tracker, first_line
+from bench.tracking import Tracker, check_store, first_line
 
 REFERENCE_ORDER = ("majority", "lookup")
 
@@ -195,11 +195,7 @@ def build(
 
 
 def _client(uri: str) -> MlflowClient:
-    path = Path(uri.removeprefix("sqlite:///"))
-    if uri.startswith("sqlite:///") and not path.exists():  # MLflow would create an empty one
-        raise BenchError(
-            f"no MLflow store at {path}; give the runs' --output folder or --tracking-uri"
-        )
+    check_store(uri, "no runs to report (give the runs' --output folder or --tracking-uri)")
     Tracker.check_reachable(uri)  # a server that does not answer: one line, not minutes of retries
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per run: noise
     return MlflowClient(uri)

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -34,19 +35,21 @@ from transformers import (
 )
 
 from bench import backbone as demo_backbone
-from bench import interrupts, leakage, plugins, suites
+from bench import distributed, interrupts, leakage, plugins, suites
 from bench.checkpoint import Checkpoint, Checkpoints, restore, training_state
 from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
 from bench.errors import BenchError, Stopped, TrainingError
-from bench.evaluation import PairResult, evaluate, summarize
+from bench.evaluation import PairResult, autocast, evaluate, summarize
 from bench.method import METHODS, Backbone, Method, MethodConfig, Model, Stage, count_parameters
 from bench.references import References
 from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb, reset_peaks
 from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair
 from bench.suites import Suite
 from bench.tracking import (
+    Quiet,
     Tracker,
+    check_store,
     first_line,
     git_state,
     hide_password,
@@ -92,9 +95,7 @@ class Prepared:
     references: dict[tuple[str, str], References]  # (model, task) -> fitted references
     stages: dict[str, tuple[Stage, ...]]  # model name -> what the method trains before it
     started: float  # perf_counter() when preparation began: the run's wall time counts from it
-    device: torch.device = dataclasses.field(
-        default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device: torch.device = dataclasses.field(default_factory=lambda: distributed.current().device)
     resumed: Checkpoint | None = None  # what `request.resume` continues from (None: the start)
     data_s: float = 0.0  # reading and encoding the data (or reading it from the cache)
     run_id: str = ""  # the MLflow run, once `execute` has started (or resumed) it
@@ -182,6 +183,11 @@ def checkpoint_folder(output: Path, run_id: str) -> Path:
     return output / "checkpoints" / run_id
 
 
+def resume_checkpoints(output: Path, run_id: str) -> Checkpoints:
+    """The checkpoints `--resume` continues a run from."""
+    return Checkpoints(checkpoint_folder(output, run_id) / "resume")
+
+
 def _resumable(request: Request, params: dict[str, Any]) -> Checkpoint | None:
     """The checkpoint `request.resume` continues from (None: the run stopped before writing its
     first, and starts over); BenchError when the run cannot be resumed as asked."""
@@ -189,8 +195,7 @@ def _resumable(request: Request, params: dict[str, Any]) -> Checkpoint | None:
         return None
     run_id = request.resume
     uri = resolve_uri(request.output, request.tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise BenchError(f"--resume {run_id}: no such run; there is no store {uri}")
+    check_store(uri, f"--resume {run_id}: no such run")
     try:
         run = MlflowClient(uri).get_run(run_id)
     except MlflowException as error:
@@ -207,12 +212,12 @@ def _resumable(request: Request, params: dict[str, Any]) -> Checkpoint | None:
                 f"--resume {run_id}: the run has {key}={logged.get(key, '(unset)')}, this command "
                 f"{key}={asked.get(key, '(unset)')}; resume with the flags it was started with"
             )
-    folder = checkpoint_folder(request.output, run_id) / "resume"
-    checkpoint = Checkpoints(folder).latest()
+    checkpoints = resume_checkpoints(request.output, run_id)
+    checkpoint = checkpoints.latest()
     if checkpoint is None and "checkpoint" in run.data.tags:
         raise BenchError(
             f"--resume {run_id}: its checkpoint ({run.data.tags['checkpoint']}) is not in "
-            f"{folder}; pass the --output the run was started with"
+            f"{checkpoints.folder}; pass the --output the run was started with"
         )
     return checkpoint
 
@@ -390,11 +395,15 @@ def _check_output(output: Path) -> None:
         raise BenchError(f"output folder {output} is not writable: {error.strerror}") from None
 
 
-def execute(prepared: Prepared) -> RunResult:
+def execute(prepared: Prepared) -> RunResult | None:
     """Trains and evaluates in an MLflow run (a new one, or the interrupted one it resumes). The
     run ends FINISHED; KILLED when interrupted (Ctrl-C, SIGTERM: a checkpoint is saved first) or
-    stopped on purpose (`Stopped`); FAILED with an `error` tag on any other exception."""
-    request, plan = prepared.request, prepared.plan
+    stopped on purpose (`Stopped`); FAILED with an `error` tag on any other exception. In a
+    data-parallel run, process 0 does all this and the others only train (and return None)."""
+    request, plan, group = prepared.request, prepared.plan, distributed.current()
+    if not group.main:
+        _train_and_evaluate(prepared, Quiet())
+        return None
     uri = resolve_uri(request.output, request.tracking_uri)
     tracker = Tracker(uri, prepared.suite.name, request.output / "artifacts")
     params = run_params(request, prepared.suite, prepared.method_config, prepared.train)
@@ -403,6 +412,7 @@ def execute(prepared: Prepared) -> RunResult:
         "setting": plan.setting,
         "suite": plan.suite,
         "seed": str(request.seed),
+        "processes": str(group.size),
         **git_state(),
         **request.tags,
     }
@@ -410,7 +420,7 @@ def execute(prepared: Prepared) -> RunResult:
     try:
         with interrupts.deferred():  # a run is never created without the handling below
             if request.resume:
-                where = _where(prepared.resumed) if prepared.resumed else "the start"
+                where = _where(prepared.resumed.progress) if prepared.resumed else "the start"
                 tracker.resume(request.resume, {"resumed": f"from {where}"})
             else:
                 tracker.start(name, params, tags)
@@ -419,7 +429,7 @@ def execute(prepared: Prepared) -> RunResult:
     except Stopped as error:  # asked for, not a failure: the run ends where it was stopped
         tracker.tags({"stopped": str(error)[:5000]})
         tracker.end("KILLED")
-        Checkpoints(checkpoint_folder(request.output, tracker.run_id) / "resume").clear()
+        resume_checkpoints(request.output, tracker.run_id).clear()
         raise
     except KeyboardInterrupt:
         if tracker.run_id:
@@ -435,8 +445,9 @@ def execute(prepared: Prepared) -> RunResult:
     return result
 
 
-def _where(checkpoint: Checkpoint) -> str:
-    loop, run = checkpoint.progress["loop"], checkpoint.progress["run"]
+def _where(progress: dict[str, Any]) -> str:
+    """Where a checkpoint's `progress` stands, in words."""
+    loop, run = progress["loop"], progress["run"]
     if loop is None:
         return f"{run['model']} model(s) trained and evaluated"
     return f"model {loop['model']}, step {loop['step']}"
@@ -444,8 +455,12 @@ def _where(checkpoint: Checkpoint) -> str:
 
 def describe_checkpoint(output: Path, run_id: str) -> str:
     """Where the latest checkpoint of a run stands, for the message of an interrupted run."""
-    checkpoint = Checkpoints(checkpoint_folder(output, run_id) / "resume").latest()
-    return "no checkpoint yet" if checkpoint is None else f"checkpoint at {_where(checkpoint)}"
+    checkpoint = resume_checkpoints(output, run_id).latest()
+    return (
+        "no checkpoint yet"
+        if checkpoint is None
+        else f"checkpoint at {_where(checkpoint.progress)}"
+    )
 
 
 @dataclasses.dataclass
@@ -478,11 +493,12 @@ class Loop:
     selected: bool = True  # False: the model-selection evaluation of `step` is still to do
 
 
-def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
-    request = prepared.request
+def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResult | None:
+    request, group = prepared.request, distributed.current()
     folder = checkpoint_folder(request.output, tracker.run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoints = Checkpoints(folder / "resume")
+    if group.main:
+        folder.mkdir(parents=True, exist_ok=True)
+    checkpoints = resume_checkpoints(request.output, tracker.run_id)
     resumed = prepared.resumed
     progress = Progress(**resumed.progress["run"]) if resumed else Progress()
     earlier = dict(progress.seconds)
@@ -498,15 +514,15 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         return {name: earlier.get(name, 0.0) + value for name, value in now.items()}
 
     def save(loop: Loop | None = None, model: Model | None = None, state=None) -> None:
+        if not group.main:
+            return
         with interrupts.deferred(), clocks["checkpoint"]:
             record = {
                 "run": {**dataclasses.asdict(progress), "seconds": seconds()},
                 "loop": None if loop is None else dataclasses.asdict(loop),
             }
             written = checkpoints.save(record, model, state)
-        tracker.tags(
-            {"checkpoint": f"{written} ({_where(Checkpoint(written, record, None, None))})"}
-        )
+        tracker.tags({"checkpoint": f"{written} ({_where(record)})"})
 
     pending = resumed if resumed is not None and resumed.state is not None else None
     for index, model_plan in enumerate(prepared.plan.models):
@@ -528,6 +544,8 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
                 prepared, model_plan, model, collator, tracker, path, save, pending, clocks
             )
         pending = None
+        if not group.main:
+            continue  # process 0 evaluates it
         with clocks["eval"]:
             for e in model_plan.eval:
                 data = prepared.data[data_key(e)]
@@ -550,6 +568,8 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
         progress.total += model_total
         progress.model = index + 1
         save()  # a run resumed from here goes on with the next model
+    if not group.main:
+        return None
     pair_results = [PairResult(**r) for r in progress.pairs]
     metrics = summarize(pair_results)
     spent = seconds()
@@ -576,6 +596,8 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker) -> RunResult:
             "time/wall_s": spent["wall"],
             "throughput/tokens_per_s": progress.tokens / max(spent["train"], 1e-9),
             "throughput/eval_tokens_per_s": progress.eval_tokens / max(spent["eval"], 1e-9),
+            "tokens/train": progress.tokens,
+            "tokens/eval": progress.eval_tokens,
         }
     )
     tracker.metrics(metrics)
@@ -619,7 +641,7 @@ def build_model(
     return prepared.method.build(backbone, model_plan, tasks, prepared.method_config)
 
 
-def run_stages(prepared: Prepared, plan: ModelPlan, tracker: Tracker) -> tuple[dict, int]:
+def run_stages(prepared: Prepared, plan: ModelPlan, tracker: Tracker | Quiet) -> tuple[dict, int]:
     """Trains the stages of `plan` that are not cached yet; returns (stage name -> folder, how
     many were trained now)."""
     folders, trained = {}, 0
@@ -656,7 +678,7 @@ def _stage_key(prepared: Prepared, stage: Stage, backbone: str) -> dict[str, Any
 
 
 def _train_stage(
-    prepared: Prepared, stage: Stage, folder: Path, tracker: Tracker, key: dict[str, Any]
+    prepared: Prepared, stage: Stage, folder: Path, tracker: Tracker | Quiet, key: dict[str, Any]
 ) -> None:
     request, suite = prepared.request, prepared.suite
     transformers.set_seed(request.seed)  # the random backbone of this run, if random
@@ -677,12 +699,15 @@ def _train_stage(
         prepared, model, data, collator, tracker, label=stage.name, steps=stage.steps,
         lr=stage.lr, batch_size=stage.batch_size, seed=stage.seed,
     )  # fmt: skip
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    stage.save(model, partial)
-    (partial / "stage.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
-    partial.rename(folder)  # a crash mid-save never leaves a folder that looks complete
+    group = distributed.current()
+    if group.main:
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        stage.save(model, partial)
+        (partial / "stage.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+        partial.rename(folder)  # a crash mid-save never leaves a folder that looks complete
+    group.barrier()  # the other processes read it next
 
 
 def _train(
@@ -690,15 +715,17 @@ def _train(
     plan: ModelPlan,
     model: Model,
     collator: Collator,
-    tracker: Tracker,
+    tracker: Tracker | Quiet,
     path: Path,
     save: Callable[..., None],
     resumed: Checkpoint | None,
     clocks: dict[str, Stopwatch],
-) -> tuple[int, float]:
+) -> tuple[int, float | None]:
     """Trains `model` in place, leaves it at its best model-selection checkpoint (`path`), and
-    returns the tokens seen and the best model-selection score. `save(loop, model, state)` writes
-    a checkpoint; `resumed` is the one to continue from."""
+    returns the tokens seen and the best model-selection score (None outside process 0 of a
+    data-parallel run, which selects for all). `save(loop, model, state)` writes a checkpoint;
+    `resumed` is the one to continue from."""
+    main = distributed.current().main
     pairs = [*plan.train, *(plan.mlm if prepared.method_config.mlm else ())]
     loop = Loop(plan.name)
     if resumed is not None:
@@ -718,11 +745,13 @@ def _train(
     tokens = _fit(
         prepared, model, {t.pair: prepared.data[data_key(t)] for t in pairs}, collator,
         tracker, label=plan.name, steps=prepared.train.max_steps, lr=prepared.method_config.lr,
-        batch_size=prepared.train.batch_size, seed=prepared.request.seed, select=select,
+        batch_size=prepared.train.batch_size, seed=prepared.request.seed,
+        select=select if main else None,
         loop=loop, state=resumed.state if resumed else None,
         checkpoint=lambda state: save(loop, model, state), clocks=clocks,
     )  # fmt: skip
-    model.load(str(path))
+    if main:
+        model.load(str(path))
     return tokens, loop.best
 
 
@@ -731,7 +760,7 @@ def _fit(
     model: Model,
     data: dict[Pair, PairData],
     collator: Collator,
-    tracker: Tracker,
+    tracker: Tracker | Quiet,
     *,
     label: str,
     steps: int,
@@ -748,8 +777,10 @@ def _fit(
     clipping, a NaN guard; `select(step)` every `train.eval_every` steps, each followed by
     `checkpoint(training state)`, as is an interrupt. `loop` and `state` (from a checkpoint)
     continue where an earlier attempt stopped; `clocks["batches"]` and `clocks["logging"]` add up
-    the harness's share of the steps. Returns the tokens seen."""
-    cfg = prepared.train
+    the harness's share of the steps. In a data-parallel run every process takes every step on
+    its share of the batch (`distributed`). Returns the tokens seen (by all processes)."""
+    cfg, group = prepared.train, distributed.current()
+    network = group.wrap(model)
     clocks = clocks or {"batches": Stopwatch(), "logging": Stopwatch()}
     kinds = {pair: d.kind for pair, d in data.items()}
     parameters = model.trainable_parameters()
@@ -774,7 +805,7 @@ def _fit(
 
     bar = tqdm(
         range(loop.step + 1, steps + 1), desc=f"train {label}", initial=loop.step, total=steps,
-        disable=not prepared.request.progress,
+        disable=not prepared.request.progress or not group.main,
     )  # fmt: skip
     try:
         if loop.loss is not None:  # the interrupted attempt computed it but did not log it
@@ -787,21 +818,22 @@ def _fit(
             with interrupts.deferred():  # a step is taken whole or not at all
                 with clocks["batches"]:
                     pair, indices = next(draws)
-                    batch = collator(data[pair].examples(indices), kinds[pair])
+                    share, weight = group.shard(indices)
+                    batch = collator(data[pair].examples(share), kinds[pair])
                 model.train()
-                loss = model(batch, pair).loss
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"non-finite loss {loss.item()} at step {step} on pair {pair}"
-                    )
-                loss.backward()
+                with autocast(cfg.precision, prepared.device):
+                    loss = network(batch, pair).loss
+                mean, tokens = group.reduce(loss, weight, int(batch["attention_mask"].sum()))
+                if not math.isfinite(mean):  # in every process alike: the mean is shared
+                    raise TrainingError(f"non-finite loss {mean} at step {step} on pair {pair}")
+                (loss * weight if group.size > 1 else loss).backward()
                 torch.nn.utils.clip_grad_norm_(parameters, cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 loop.step = step
-                loop.tokens += int(batch["attention_mask"].sum())
-                loop.losses.append(loss.item())
+                loop.tokens += tokens
+                loop.losses.append(mean)
                 if step % 50 == 0 or step == steps:
                     loop.loss, loop.losses = sum(loop.losses) / len(loop.losses), []
                 loop.selected = select is None or not (step % cfg.eval_every == 0 or step == steps)
@@ -814,6 +846,8 @@ def _fit(
     except KeyboardInterrupt:
         save()  # where the last whole step left it
         raise
+    finally:
+        group.release()
     return loop.tokens
 
 

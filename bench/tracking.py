@@ -34,6 +34,13 @@ def resolve_uri(output: Path, tracking_uri: str | None) -> str:
     return uri or f"sqlite:///{(output / 'mlflow.db').resolve()}"
 
 
+def check_store(uri: str, what: str) -> None:
+    """A default sqlite store that is not there is an error: MLflow would create an empty one.
+    `what` says what was looked for ("no such run", ...)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise BenchError(f"{what}; there is no MLflow store {uri}")
+
+
 def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
     """How to see a run: its link on a server, or the `bench ui` command for its store."""
     if uri.startswith("http"):
@@ -145,6 +152,18 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, RunStatus.to_string(getattr(RunStatus, status)))
+
+
+class Quiet:
+    """What the other processes of a data-parallel run log through: nothing (process 0 logs)."""
+
+    run_id = ""
+
+    def metrics(self, values: dict[str, float], step: int = 0) -> None:
+        pass
+
+    def tags(self, values: dict[str, str]) -> None:
+        pass
 
 
 def param_text(value: Any) -> str:

@@ -212,7 +212,7 @@ CASES = [
     # resuming
     case(
         "resume a run not in the store", [*SUITE_ARGS, "--resume", "0123abcd"],
-        "--resume 0123abcd: no such run; there is no store sqlite:///",
+        "--resume 0123abcd: no such run; there is no MLflow store sqlite:///",
     ),
     case(
         "resume a run the store lacks", [*SUITE_ARGS, "--resume", "0123abcd"],

@@ -172,7 +172,7 @@ def test_a_baseline_without_runs_is_one_line(store, tmp_path):
         (["--setting", "few-shot"], "no finished runs of setting 'few-shot'"),
         (["--filter", "params.nope ~ 1"], "--filter 'params.nope ~ 1' is invalid"),
         (["--bootstrap", "0"], "--bootstrap 0 is invalid"),
-        (["--output", "{tmp}/none"], "no MLflow store at"),
+        (["--output", "{tmp}/none"], "there is no MLflow store"),
         (["--tracking-uri", "sqlite:///{tmp}/other.db"], "no experiment 'demo' in"),
         (["--tracking-uri", "http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 cannot be"),
         (["--report", "{tmp}/file/x.md"], "report path"),

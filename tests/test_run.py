@@ -116,3 +116,21 @@ def test_eval_cap_evaluates_the_first_examples_of_each_pair(tmp_path, demo):
     full = demo.task("pos").load("qad", "test")
     (qad,) = [r for r in result.pairs if (r.task, r.language) == ("pos", "qad")]
     assert len(full) > 7 and len(qad.gold[0]) == len(full[0]["tags"])  # the split's first ones
+
+
+def test_bf16_autocast_is_a_logged_setting_that_changes_the_computation(
+    logged, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # reading `logged` back set it
+    code = main(
+        ["run", "--method", "dummy", "--output", str(tmp_path), "--no-progress"]
+        + [f"--set=train.{k}={v}" for k, v in TINY.items()]
+        + ["--precision", "bf16"]
+    )
+    assert code == 0
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["demo"], output_format="list")
+    assert logged.data.params["train.precision"] == "fp32"
+    assert run.data.params["train.precision"] == "bf16"
+    loss, reference = run.data.metrics["train/all/loss"], logged.data.metrics["train/all/loss"]
+    assert loss != reference and loss == pytest.approx(reference, rel=0.05)
