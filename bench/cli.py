@@ -205,14 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     perf = commands.add_parser(
-        "perf", help="Hyper-X step time against a static adapter: reports/perf.md"
+        "perf", help="step times, throughput, memory, overhead of every method: reports/perf.md"
     )
     perf.add_argument("--repeats", type=int, default=3, help="timed steps per case (default: 3)")
     perf.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     perf.add_argument("--quick", action="store_true", help="skip the paper's 32 x 256 batch")
     perf.add_argument("--report", type=Path, help="where to write (default: reports/perf.md)")
     perf.add_argument(
-        "--methods", help="methods run on the demo suite (default: the README's six; none: skip)"
+        "--methods", help="methods timed and run (default: the README's six; none: skip them)"
     )
     perf.add_argument(
         "--method-steps", type=int, default=200, help="training steps per method run (default: 200)"
@@ -573,14 +573,29 @@ def cmd_perf(args: argparse.Namespace) -> int:
     for case in cases:
         print(f"timing {case.shape}, batch {case.batch} x {case.length} ...", flush=True)
         timings.append(perf.measure(case, repeats=args.repeats))
+    shaped = perf.shaped_steps(list(names), repeats=args.repeats, threads=args.threads)
     runs = perf.run_methods(list(names), steps=args.method_steps, threads=args.threads)
+    parallel = None
+    if perf.DATA_PARALLEL_METHOD in names:  # against its one-process run just above
+        (one,) = [r for r in runs if r.method == perf.DATA_PARALLEL_METHOD]
+        (two,) = perf.run_methods(
+            [perf.DATA_PARALLEL_METHOD], steps=args.method_steps,
+            threads=max(args.threads // 2, 1), processes=2,
+        )  # fmt: skip
+        parallel = perf.render_data_parallel(
+            one, two, steps=args.method_steps, threads=args.threads
+        )
     command = "python -m bench perf" + (" --quick" if args.quick else "")
     for flag, default in (("repeats", 3), ("threads", 2), ("methods", None), ("method_steps", 200)):
         if getattr(args, flag) != default:
             command += f" --{flag.replace('_', '-')} {getattr(args, flag)}"
     text = perf.render(timings, command=command, threads=args.threads, repeats=args.repeats)
+    if shaped:
+        text += "\n" + perf.render_shaped(shaped, repeats=args.repeats, threads=args.threads)
     if runs:
         text += "\n" + perf.render_methods(runs, steps=args.method_steps, threads=args.threads)
+    if parallel:
+        text += "\n" + parallel
     return _write_report(text, args.report or perf.REPORT)
 
 

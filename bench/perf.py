@@ -1,5 +1,7 @@
-"""`python -m bench perf`: Hyper-X's step time against a static adapter of the same size, and
-every method's throughput, memory and harness overhead in real runs on the demo suite.
+"""`python -m bench perf`: Hyper-X's step time against a static adapter of the same size; every
+method's steps on an mBERT-shaped backbone; every method's throughput, memory and harness
+overhead in real runs on the demo suite; and a data-parallel run against a one-process one.
+Everything runs on the GPU when there is one.
 
 Both models are built in one process from the same randomly initialised backbone (mBERT's shape,
 or the demo backbone's) and timed on the same batch, alternately, so that drift on a shared
@@ -7,6 +9,9 @@ machine hits both alike. A train step is forward, backward and the runner's opti
 eval step is a forward pass with no gradient, after `prepare_eval` (Hyper-X generates its weights
 once per pair there). The static adapter is `adapters`' `seq_bn` with the same bottleneck, placed
 in the same sub-layer, and trains the encoder's LayerNorms as Hyper-X does.
+
+The per-method steps on the mBERT shape run each method in its own process (its own memory
+peak), with the method's defaults (the paper's bottleneck), on one task and no MLM.
 
 The method runs are `bench run` processes, one per method (each its own memory peak), one after
 another on one fresh output folder: the first encodes the data, the others read it from the
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import statistics
 import subprocess
@@ -33,6 +39,7 @@ import torch
 from bench.errors import TrainingError
 from bench.method import METHODS, Backbone, Model
 from bench.params import LABELS, shaped_model, stand_in_plan, stand_in_tasks
+from bench.resources import peak_gpu_mb, peak_rss_mb, reset_peaks
 from bench.runner import make_optimizer
 from bench.settings import Pair
 
@@ -60,9 +67,13 @@ class Timing:
         return statistics.median(times["hyperx"]) / statistics.median(times["adapter"])
 
 
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _models(case: Case) -> dict[str, Model]:
     torch.manual_seed(0)
-    encoder = shaped_model(case.shape)
+    encoder = shaped_model(case.shape).to(_device())
     plan, _ = stand_in_plan(1, 1)
     tasks = stand_in_tasks([TASK])
     models = {}
@@ -77,23 +88,26 @@ def _models(case: Case) -> dict[str, Model]:
     for module in models["adapter"].encoder.modules():
         if isinstance(module, torch.nn.LayerNorm):
             module.requires_grad_(True)
-    return models
+    return {name: model.to(_device()) for name, model in models.items()}
 
 
 def _batch(case: Case, vocab: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     shape = (case.batch, case.length)
-    return {
+    batch = {
         "input_ids": torch.randint(5, vocab, shape, generator=generator),
         "attention_mask": torch.ones(shape, dtype=torch.long),
         "token_type_ids": torch.zeros(shape, dtype=torch.long),
         "labels": torch.randint(0, LABELS[TASK], shape, generator=generator),
     }
+    return {name: tensor.to(_device()) for name, tensor in batch.items()}
 
 
 def _seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
+    if torch.cuda.is_available():  # kernels run asynchronously: wait for them
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -199,6 +213,139 @@ def render(timings: list[Timing], *, command: str, threads: int, repeats: int) -
     return "\n".join(lines) + "\n"
 
 
+SHAPED = Case("mbert-base", 8, 128, 0)  # per-method steps: each method's own bottleneck
+
+
+def method_steps(method: str, case: Case = SHAPED, repeats: int = 3) -> dict[str, float]:
+    """One method's train and eval step on a randomly initialised backbone of `case.shape`, with
+    its default options: medians and spread in seconds, tokens per second, trained parameters and
+    the memory peaks of the process since it began building the model."""
+    reset_peaks()
+    torch.manual_seed(0)
+    chosen = METHODS.get(method)
+    config = chosen.Config().with_values({"mlm": False})
+    plan, _ = stand_in_plan(1, 1)
+    backbone = Backbone(case.shape, shaped_model(case.shape), tokenizer=None, init="random")
+    model = chosen.build(backbone, plan, stand_in_tasks([TASK]), config).to(_device())
+    batch = _batch(case, model.encoder.config.vocab_size)
+    pair = Pair(TASK, "l00")
+    optimizer = make_optimizer(model.trainable_parameters(), config.lr, config.weight_decay)
+
+    def train_step() -> None:
+        model.train()
+        model(batch, pair).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def eval_step() -> None:
+        model.eval()
+        model.prepare_eval(pair)
+        with torch.no_grad():
+            model(batch, pair)
+
+    train, evals = [], []
+    for round_ in range(repeats + 1):  # round 0 warms up
+        seconds = _seconds(train_step), _seconds(eval_step)
+        if round_:
+            train.append(seconds[0])
+            evals.append(seconds[1])
+    tokens = case.batch * case.length
+    return {
+        "trained": sum(p.numel() for p in model.trainable_parameters()),
+        "train_s": statistics.median(train),
+        "train_min": min(train),
+        "train_max": max(train),
+        "eval_s": statistics.median(evals),
+        "train_tokens_per_s": tokens / statistics.median(train),
+        "eval_tokens_per_s": tokens / statistics.median(evals),
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": peak_gpu_mb() or 0.0,
+    }
+
+
+def shaped_steps(
+    methods: list[str], *, repeats: int, threads: int, case: Case = SHAPED
+) -> dict[str, dict]:
+    """`method_steps` of each method, each in a fresh process."""
+    figures = {}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    for method in methods:
+        print(f"timing {method} on {case.shape}, batch {case.batch} x {case.length} ...")
+        code = (
+            "import json; from bench import perf, plugins; plugins.load_builtins(); "
+            f"case = perf.Case(**{dataclasses.asdict(case)!r}); "
+            f"print(json.dumps(perf.method_steps({method!r}, case, repeats={repeats})))"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise TrainingError(f"perf: timing {method} failed: {last}")
+        figures[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def render_shaped(figures: dict[str, dict], *, repeats: int, threads: int) -> str:
+    memory = "peak GPU MB" if torch.cuda.is_available() else "peak RSS MB"
+    lines = [
+        f"## Every method on the {SHAPED.shape} shape",
+        "",
+        f"One task ({TASK}), batch {SHAPED.batch} x {SHAPED.length}, random weights, each method "
+        f"with its defaults (Hyper-X and the adapters: the paper's bottleneck of 256) in a fresh "
+        f"process ({threads} threads); median of {repeats} steps after one warm-up. A train step "
+        "is forward, backward and AdamW; an eval step a forward pass without gradients. Memory "
+        "is the process's peak, backbone included.",
+        "",
+        f"| method | trained params | train step s (min-max) | train tokens/s | eval tokens/s "
+        f"| {memory} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, f in figures.items():
+        peak = f["peak_gpu_mb"] if torch.cuda.is_available() else f["peak_rss_mb"]
+        lines.append(
+            f"| `{method}` | {int(f['trained']):,} "
+            f"| {f['train_s']:.3f} ({f['train_min']:.3f}-{f['train_max']:.3f}) "
+            f"| {f['train_tokens_per_s']:,.0f} | {f['eval_tokens_per_s']:,.0f} | {peak:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+DATA_PARALLEL_METHOD = "hyperx-small"
+
+
+def render_data_parallel(one: MethodRun, two: MethodRun, *, steps: int, threads: int) -> str:
+    """One process with `threads` threads against two data-parallel processes of one thread
+    each: the same cores, the same batches."""
+    a, b = one.metrics, two.metrics
+    speedup = b["throughput/tokens_per_s"] / a["throughput/tokens_per_s"]
+    where = (
+        f"{torch.cuda.device_count()} GPU(s), NCCL"
+        if torch.cuda.is_available()
+        else f"CPU, gloo, {threads} threads in all"
+    )
+    return (
+        "\n".join(
+            [
+                "## Data-parallel training",
+                "",
+                f"`bench run --method {DATA_PARALLEL_METHOD} --max-steps {steps}` in one process "
+                f"({threads} threads) and with `--processes 2` (one thread each) on the same "
+                f"machine ({where}). Both train on the same batches (tokens trained: "
+                f"{int(a['tokens/train']):,} and {int(b['tokens/train']):,}).",
+                "",
+                "| processes | train tokens/s | train s | peak RSS MB (process 0) |",
+                "|---|---|---|---|",
+                f"| 1 | {a['throughput/tokens_per_s']:,.0f} | {a['time/train_s']:.1f} "
+                f"| {a['memory/peak_rss_mb']:,.0f} |",
+                f"| 2 | {b['throughput/tokens_per_s']:,.0f} | {b['time/train_s']:.1f} "
+                f"| {b['memory/peak_rss_mb']:,.0f} |",
+                "",
+                f"Two processes reach {speedup:.2f} x the one process's throughput.",
+            ]
+        )
+        + "\n"
+    )
+
+
 # the methods of the README's comparison; `dummy` is a test method, `hyperx-small` Hyper-X's
 # smaller configuration
 RUN_METHODS = ("full-ft", "lora", "adapter", "madx", "hyperx-small", "hyperx")
@@ -216,8 +363,11 @@ class MethodRun:
         return (m["time/batches_s"] + m["time/logging_s"]) / m["time/train_s"]
 
 
-def run_methods(methods: list[str], *, steps: int, threads: int) -> list[MethodRun]:
-    """Each method trained for `steps` on the demo suite in its own `bench run` process."""
+def run_methods(
+    methods: list[str], *, steps: int, threads: int, processes: int = 1
+) -> list[MethodRun]:
+    """Each method trained for `steps` on the demo suite in its own `bench run` process (in
+    `processes` data-parallel ones, `threads` threads each)."""
     from mlflow.tracking import MlflowClient
 
     runs = []
@@ -227,7 +377,7 @@ def run_methods(methods: list[str], *, steps: int, threads: int) -> list[MethodR
             print(f"running {method} on the demo suite, {steps} steps ...", flush=True)
             command = [sys.executable, "-m", "bench", "run", "--method", method, "--output",
                        folder, "--max-steps", str(steps), "--eval-every", str(steps),
-                       "--no-progress"]  # fmt: skip
+                       "--no-progress", "--processes", str(processes)]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True, env=env)
             if done.returncode:
                 last = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import perf
@@ -62,3 +63,25 @@ def test_perf_runs_each_method_in_its_own_process_and_reports_the_cache():
     text = perf.render_methods(runs, steps=20, threads=1)
     assert text.count("| `dummy` | 2,967 |") == 2
     assert f"the first run encoded {int(first['data/encoded'])} splits in" in text
+
+
+def test_perf_times_each_method_on_a_shaped_backbone_in_its_own_process():
+    case = perf.Case("demo", 2, 16, 0)
+    figures = perf.shaped_steps(["lora", "hyperx-small"], repeats=1, threads=1, case=case)
+    lora, hyperx = figures["lora"], figures["hyperx-small"]
+    assert 0 < lora["trained"] < hyperx["trained"]
+    for f in (lora, hyperx):
+        assert f["train_min"] <= f["train_s"] <= f["train_max"]
+        assert f["train_tokens_per_s"] == pytest.approx(2 * 16 / f["train_s"])
+        assert f["peak_rss_mb"] > 100  # a process of its own: torch, transformers, the model
+    text = perf.render_shaped(figures, repeats=1, threads=1)
+    assert f"| `lora` | {int(lora['trained']):,} |" in text and "| `hyperx-small` |" in text
+
+
+def test_perf_reports_the_data_parallel_speed_up_against_one_process():
+    metrics = {"tokens/train": 1000, "time/train_s": 2.0, "memory/peak_rss_mb": 900}
+    one = perf.MethodRun("hyperx-small", {**metrics, "throughput/tokens_per_s": 500})
+    two = perf.MethodRun("hyperx-small", {**metrics, "throughput/tokens_per_s": 250})
+    text = perf.render_data_parallel(one, two, steps=200, threads=2)
+    assert "| 1 | 500 | 2.0 | 900 |" in text and "| 2 | 250 | 2.0 | 900 |" in text
+    assert "Two processes reach 0.50 x the one process's throughput." in text
