@@ -290,7 +290,7 @@ def render_shaped(figures: dict[str, dict], *, repeats: int, threads: int) -> st
         f"## Every method on the {SHAPED.shape} shape",
         "",
         f"One task ({TASK}), batch {SHAPED.batch} x {SHAPED.length}, random weights, each method "
-        f"with its defaults (Hyper-X and the adapters: the paper's bottleneck of 256) in a fresh "
+        f"with its own defaults (`bench list --options`) in a fresh "
         f"process ({threads} threads); median of {repeats} steps after one warm-up. A train step "
         "is forward, backward and AdamW; an eval step a forward pass without gradients. Memory "
         "is the process's peak, backbone included.",
