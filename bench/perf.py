@@ -172,12 +172,29 @@ GOALS = {
 }
 
 
+def machine() -> str:
+    """What the figures were measured on: the GPU's name, or the CPU's and its cores."""
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name()}"
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [
+        line.partition(":")[2].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if line.startswith("model name")
+    ]
+    return f"CPU {names[0] if names else 'unknown'}, {os.cpu_count()} cores, no GPU"
+
+
 def render(timings: list[Timing], *, command: str, threads: int, repeats: int) -> str:
     lines = [
-        "# Hyper-X step time against a static adapter of the same size",
+        "# Performance",
         "",
-        f"Regenerate: `{command}` (CPU, {threads} threads, median of {repeats} steps after one",
-        "warm-up; both models alternate on the same batch in one process).",
+        f"Regenerate: `{command}`. Measured on: {machine()}.",
+        "",
+        "## Hyper-X step time against a static adapter of the same size",
+        "",
+        f"{threads} CPU threads, median of {repeats} steps after one warm-up; both models",
+        "alternate on the same batch in one process.",
         "",
         "Static adapter: `adapters` `seq_bn` with Hyper-X's bottleneck, in the same sub-layer,",
         "training the encoder's LayerNorms as Hyper-X does. Backbones have random weights.",

@@ -7,7 +7,14 @@ from bench import params, runner
 from bench.method import METHODS
 from bench.settings import SETTINGS
 
-TINY = {"max_steps": 2, "eval_every": 2, "batch_size": 4, "train_cap": 32, "mlm_cap": 32}
+TINY = {
+    "max_steps": 2,
+    "eval_every": 2,
+    "batch_size": 4,
+    "train_cap": 32,
+    "mlm_cap": 32,
+    "eval_cap": 32,
+}
 OPTIONS = {  # smaller parts where a method has them, so the grid stays fast
     "madx": {"lang_steps": 2, "lang_batch_size": 4},
     "hyperx": {"bottleneck": 8},
