@@ -320,6 +320,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = runner.execute(prepared)
     except KeyboardInterrupt:
+        if not group.main:  # process 0 says where the run stopped
+            return 130
         if not prepared.run_id:
             print("\ninterrupted before the run started", file=sys.stderr)
             return 130

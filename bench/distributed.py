@@ -15,11 +15,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
+import logging
 import os
-import signal
 import socket
-import subprocess
-import sys
 from datetime import timedelta
 from typing import Any
 
@@ -122,36 +121,36 @@ def current() -> Group:
 
 
 def launch(argv: list[str], processes: int) -> int:
-    """Runs `python -m bench ARGV` in `processes` processes under `accelerate launch` (one per
-    GPU on a machine with as many; CPU processes with gloo otherwise); returns its exit status.
-    Ctrl-C reaches the processes themselves, which stop the run and save its checkpoint; SIGTERM
-    is passed on to them. An interrupted launch returns 130."""
+    """Runs `python -m bench ARGV` in `processes` processes through accelerate's launcher (one
+    per GPU on a machine with as many; CPU processes with gloo otherwise), and returns the exit
+    status of process 0 (130 when interrupted). Ctrl-C and SIGTERM reach the processes, which
+    stop the run and save its checkpoint."""
     if torch.cuda.is_available() and processes > torch.cuda.device_count():
         raise BenchError(
             f"--processes {processes} is more than the {torch.cuda.device_count()} GPUs here"
         )
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--multi_gpu",
-        "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        "-m", "bench", *argv,
-    ]  # fmt: skip
-    stopped = []
+    importlib.import_module("torch.distributed.run")  # its loggers, quietened below
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    def stop(number: int, _frame) -> None:
-        stopped.append(number)
-        if number == signal.SIGTERM:
-            process.terminate()
-
-    with subprocess.Popen(command) as process:
-        numbers = (signal.SIGINT, signal.SIGTERM)
-        previous = {number: signal.signal(number, stop) for number in numbers}
-        try:
-            status = process.wait()
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
-    return 130 if stopped and status != 0 else status
+    # the processes say what went wrong; the launcher's own notes and tracebacks would bury it
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    args = launch_command_parser().parse_args(
+        ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", str(_free_port()), "-m", "bench", *argv]
+    )  # fmt: skip
+    try:
+        launch_command(args)
+    except ChildFailedError as error:
+        failed = error.failures.get(0) or error.failures[min(error.failures)]
+        return failed.exitcode if failed.exitcode > 0 else 130  # < 0: ended by a signal
+    except SignalException:  # the launcher's own Ctrl-C or SIGTERM, after the processes ended
+        return 130
+    return 0
 
 
 def _free_port() -> int:

@@ -1,8 +1,12 @@
 """Data-parallel training: `bench run --processes 2` on two CPU processes (gloo), through
-`accelerate launch`, against the same run in one process."""
+accelerate's launcher, interrupted and resumed, against the same run in one process."""
 
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ from bench.distributed import Group
 ROOT = Path(__file__).resolve().parent.parent
 # Hyper-X small: each step trains one task's head and leaves the others' unused, which DDP must
 # allow. Batches of 9 do not split evenly over 2 processes; the weighting makes up for it.
-FLAGS = ["--method", "hyperx-small", "--max-steps", "60", "--eval-every", "30", "--no-progress",
+FLAGS = ["--method", "hyperx-small", "--max-steps", "120", "--eval-every", "20", "--no-progress",
          "--set", "train.batch_size=9", "--set", "train.eval_cap=40"]  # fmt: skip
 
 
@@ -32,38 +36,55 @@ def test_a_batch_is_shared_out_so_that_the_weighted_losses_average_to_the_batchs
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same run in two processes (launched) and in one; their MLflow runs, by processes."""
+    """The same run in two processes (launched, Ctrl-C'd after its first checkpoint, resumed)
+    and in one; their MLflow runs by processes, and what the two-process attempts printed."""
     output = tmp_path_factory.mktemp("ddp")
-    launched = subprocess.run(
-        [sys.executable, "-m", "bench", "run", *FLAGS, "--processes", "2", "--output", output],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    command = [sys.executable, "-m", "bench", "run", *FLAGS, "--processes", "2", "--output"]
+    first = subprocess.Popen(
+        [*command, str(output)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
     )  # fmt: skip
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    deadline = time.monotonic() + 300
+    while not list(output.glob("checkpoints/*/resume/latest")):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+    interrupted = first.communicate(timeout=300)[1]
+    assert first.returncode == 130, interrupted[-3000:]
+    (run_id,) = re.findall(r"interrupted: run (\w+) is KILLED", interrupted)
+    resumed = subprocess.run(
+        [*command, str(output), "--resume", run_id], cwd=ROOT, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert main(["run", *FLAGS, "--output", str(output)]) == 0
     client = MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
     found = client.search_runs(client.get_experiment_by_name("demo").experiment_id)
-    return client, {run.data.tags["processes"]: run for run in found}, launched.stdout, output
+    by_processes = {run.data.tags["processes"]: run for run in found}
+    return client, by_processes, interrupted, resumed.stdout, output
 
 
 def test_two_processes_make_one_mlflow_run_that_process_0_reports(runs):
-    client, by_processes, stdout, output = runs
+    client, by_processes, interrupted, stdout, output = runs
     assert sorted(by_processes) == ["1", "2"]  # the second process logged no run of its own
     run = by_processes["2"]
-    assert run.info.status == "FINISHED"
+    # interrupted once, by Ctrl-C: process 0 alone says so, with a command that keeps --processes
+    assert interrupted.count("interrupted:") == 1 and "Traceback" not in interrupted
+    assert f"--processes 2 --output {output} --resume {run.info.run_id}" in interrupted
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"].startswith("from model")
     assert stdout.count(f"MLflow run {run.info.run_id}") == 1  # one results table, process 0's
     assert "eval/ner/avg_target" in run.data.metrics and "select/all/score" in run.data.metrics
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/all/loss")] == [
-        50,
-        60,
-    ]
+    history = client.get_metric_history(run.info.run_id, "train/all/loss")
+    assert {m.step for m in history} == {50, 100, 120}
     assert not list((output / "checkpoints" / run.info.run_id).glob("resume/*"))
 
 
 def test_two_processes_train_on_the_same_batches_as_one(runs):
-    _, by_processes, _, _ = runs
+    by_processes = runs[1]
     one, two = by_processes["1"].data, by_processes["2"].data
     assert one.params == two.params
-    # every example of every batch was trained on once: the tokens add up to one process's
+    # every example of every batch was trained on once, across the interruption too: the
+    # tokens add up to one process's
     assert two.metrics["tokens/train"] == one.metrics["tokens/train"] > 0
     assert two.metrics["tokens/eval"] == one.metrics["tokens/eval"]
     assert two.metrics["params/trainable"] == one.metrics["params/trainable"]
