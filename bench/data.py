@@ -51,14 +51,27 @@ class PairData:
         return {name: [column[i] for i in indices] for name, column in self.columns.items()}
 
 
+_FINGERPRINTS: dict[str, str] = {}  # sha256 of a serialised fast tokenizer -> its fingerprint
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    if tokenizer.is_fast:
-        state = json.loads(tokenizer.backend_tokenizer.to_str())
+    """Changes whenever the tokenizer would encode otherwise (vocabulary, added tokens, rules).
+    Parsing a large tokenizer's JSON takes most of a second (e5's 250k pieces), and a run asks
+    once per split: a fast tokenizer's is worked out once per serialised state."""
+    if not tokenizer.is_fast:
+        return _digest(tokenizer.get_vocab())
+    serialised = tokenizer.backend_tokenizer.to_str()
+    raw = hashlib.sha256(serialised.encode()).hexdigest()
+    if raw not in _FINGERPRINTS:
+        state = json.loads(serialised)
         # truncation and padding are call-time state of the backend, not part of the tokenizer
         state.pop("truncation", None)
         state.pop("padding", None)
-    else:
-        state = tokenizer.get_vocab()
+        _FINGERPRINTS[raw] = _digest(state)
+    return _FINGERPRINTS[raw]
+
+
+def _digest(state: dict) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
 
