@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument(
         "--method-steps", type=int, default=200, help="training steps per method run (default: 200)"
     )
+    perf.add_argument(
+        "--preprocessing", metavar="SUITE",
+        help="also time a suite's data preparation, encoding and cached (e.g. suites/shared.toml)",
+    )  # fmt: skip
 
     transfer = commands.add_parser(
         "transfer", help="pretrained vs random backbone on zero-shot POS: reports/demo/transfer.md"
@@ -558,7 +562,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_perf(args: argparse.Namespace) -> int:
     import torch
 
-    from bench import perf, plugins
+    from bench import perf, plugins, suites
     from bench.method import METHODS
 
     plugins.load_builtins()
@@ -571,6 +575,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
         names = [m for m in args.methods.split(",") if m and m != "none"]
     for name in names:
         METHODS.get(name)  # an unknown name stops here, before minutes of timing
+    prepared = None
+    if args.preprocessing:  # first: a suite that cannot be read stops it before the timings
+        suites.get(args.preprocessing)  # an unknown suite or a bad suite file: exit code 2
+        prepared = perf.preprocessing(args.preprocessing)
     timings = []
     for case in cases:
         print(f"timing {case.shape}, batch {case.batch} x {case.length} ...", flush=True)
@@ -588,7 +596,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
             one, two, steps=args.method_steps, threads=args.threads
         )
     command = "python -m bench perf" + (" --quick" if args.quick else "")
-    for flag, default in (("repeats", 3), ("threads", 2), ("methods", None), ("method_steps", 200)):
+    for flag, default in (
+        ("repeats", 3), ("threads", 2), ("methods", None), ("method_steps", 200),
+        ("preprocessing", None),
+    ):  # fmt: skip
         if getattr(args, flag) != default:
             command += f" --{flag.replace('_', '-')} {getattr(args, flag)}"
     text = perf.render(timings, command=command, threads=args.threads, repeats=args.repeats)
@@ -598,6 +609,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         text += "\n" + perf.render_methods(runs, steps=args.method_steps, threads=args.threads)
     if parallel:
         text += "\n" + parallel
+    if prepared:
+        text += "\n" + perf.render_preprocessing(args.preprocessing, prepared)
     return _write_report(text, args.report or perf.REPORT)
 
 

@@ -363,6 +363,54 @@ def render_data_parallel(one: MethodRun, two: MethodRun, *, steps: int, threads:
     )
 
 
+def preprocessing(suite: str, method: str = "hyperx") -> list[dict[str, float]]:
+    """The data preparation of a `method` run on `suite`, twice, each in a fresh process on one
+    fresh output folder: encoding every split, then reading the encodings from the cache."""
+    code = (
+        "import json, sys; from pathlib import Path; from bench import plugins, runner; "
+        "plugins.load_builtins(); "
+        f"p = runner.prepare(runner.Request({method!r}, suite={suite!r}, "
+        "output=Path(sys.argv[1]), progress=False)); "
+        "print(json.dumps({'data_s': p.data_s, 'encoded': sum(not d.cached for d in "
+        "p.data.values()), 'cached': sum(d.cached for d in p.data.values()), "
+        "'examples': sum(len(d) for d in p.data.values())}))"
+    )
+    attempts = []
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as folder:
+        for attempt in ("encoding", "from the cache"):
+            print(f"preparing the data of {suite} ({attempt}) ...", flush=True)
+            done = subprocess.run(
+                [sys.executable, "-c", code, folder], capture_output=True, text=True
+            )
+            if done.returncode:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise TrainingError(f"perf: preparing {suite} failed: {last}")
+            attempts.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return attempts
+
+
+def render_preprocessing(suite: str, attempts: list[dict[str, float]]) -> str:
+    cold, warm = attempts
+    lines = [
+        f"## Preprocessing: {suite}",
+        "",
+        "A run's data preparation (`time/data_s`: reading every split it uses and encoding it, "
+        "or reading the encoding from `<output>/cache`), twice in fresh processes on one output "
+        "folder:",
+        "",
+        "| attempt | splits encoded | splits from the cache | examples | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for name, a in (("first", cold), ("second", warm)):
+        lines.append(
+            f"| {name} | {int(a['encoded'])} | {int(a['cached'])} | {int(a['examples']):,} "
+            f"| {a['data_s']:.1f} |"
+        )
+    speedup = cold["data_s"] / warm["data_s"]
+    lines += ["", f"The cache makes it {speedup:.1f} x faster; what is left is reading the data."]
+    return "\n".join(lines) + "\n"
+
+
 # the methods of the README's comparison; `dummy` is a test method, `hyperx-small` Hyper-X's
 # smaller configuration
 RUN_METHODS = ("full-ft", "lora", "adapter", "madx", "hyperx-small", "hyperx")

@@ -85,3 +85,18 @@ def test_perf_reports_the_data_parallel_speed_up_against_one_process():
     text = perf.render_data_parallel(one, two, steps=200, threads=2)
     assert "| 1 | 500 | 2.0 | 900 |" in text and "| 2 | 250 | 2.0 | 900 |" in text
     assert "Two processes reach 0.50 x the one process's throughput." in text
+
+
+def test_perf_times_a_suites_preprocessing_encoded_then_cached():
+    first, second = perf.preprocessing("demo", method="dummy")
+    assert first["encoded"] > 0 and first["cached"] == 0
+    assert second["encoded"] == 0 and second["cached"] == first["encoded"]
+    assert first["examples"] == second["examples"] > 0
+    text = perf.render_preprocessing("demo", [first, second])
+    assert f"| first | {int(first['encoded'])} | 0 |" in text
+    assert f"{first['data_s'] / second['data_s']:.1f} x faster" in text
+
+
+def test_perf_refuses_an_unknown_preprocessing_suite_before_timing(capsys):
+    assert main(["perf", "--preprocessing", "nope", "--methods", "none"]) == 2
+    assert "unknown suite 'nope'" in capsys.readouterr().err
