@@ -103,6 +103,30 @@ def _batch(case: Case, vocab: int) -> dict[str, torch.Tensor]:
     return {name: tensor.to(_device()) for name, tensor in batch.items()}
 
 
+def _train_step(model: Model, optimizer: torch.optim.Optimizer, batch: dict, pair: Pair) -> None:
+    """What a timed train step is: forward, backward and the runner's optimizer step."""
+    model.train()
+    model(batch, pair).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _child(command: list[str], failed: str, threads: int | None = None) -> str:
+    """The standard output of `command`, run in a fresh process (with `threads` CPU threads);
+    TrainingError "perf: FAILED: <its last line of errors>" when it fails."""
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TrainingError(f"perf: {failed}: {last}")
+    return done.stdout
+
+
+def _last_json(stdout: str) -> dict:
+    """The JSON object a child process printed last."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 def _seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -123,13 +147,6 @@ def measure(case: Case, *, repeats: int = 5) -> Timing:
     evals: dict[str, list[float]] = {name: [] for name in models}
     parts: dict[str, list[float]] = {"generation": [], "optimizer": []}
 
-    def train_step(name: str) -> None:
-        model, optimizer = models[name], optimizers[name]
-        model.train()
-        model(batch, pair).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
     def eval_step(name: str) -> None:
         with torch.no_grad():
             models[name](batch, pair)
@@ -137,7 +154,9 @@ def measure(case: Case, *, repeats: int = 5) -> Timing:
     hyperx = models["hyperx"]
     for round_ in range(repeats + 1):  # round 0 warms up (allocations, optimizer state)
         for name in models:
-            seconds = _seconds(lambda name=name: train_step(name))
+            seconds = _seconds(
+                lambda name=name: _train_step(models[name], optimizers[name], batch, pair)
+            )
             if round_:
                 train[name].append(seconds)
         for name, model in models.items():
@@ -248,12 +267,6 @@ def method_steps(method: str, case: Case = SHAPED, repeats: int = 3) -> dict[str
     pair = Pair(TASK, "l00")
     optimizer = make_optimizer(model.trainable_parameters(), config.lr, config.weight_decay)
 
-    def train_step() -> None:
-        model.train()
-        model(batch, pair).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
     def eval_step() -> None:
         model.eval()
         model.prepare_eval(pair)
@@ -262,7 +275,7 @@ def method_steps(method: str, case: Case = SHAPED, repeats: int = 3) -> dict[str
 
     train, evals = [], []
     for round_ in range(repeats + 1):  # round 0 warms up
-        seconds = _seconds(train_step), _seconds(eval_step)
+        seconds = _seconds(lambda: _train_step(model, optimizer, batch, pair)), _seconds(eval_step)
         if round_:
             train.append(seconds[0])
             evals.append(seconds[1])
@@ -285,7 +298,6 @@ def shaped_steps(
 ) -> dict[str, dict]:
     """`method_steps` of each method, each in a fresh process."""
     figures = {}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     for method in methods:
         print(f"timing {method} on {case.shape}, batch {case.batch} x {case.length} ...")
         code = (
@@ -293,11 +305,8 @@ def shaped_steps(
             f"case = perf.Case(**{dataclasses.asdict(case)!r}); "
             f"print(json.dumps(perf.method_steps({method!r}, case, repeats={repeats})))"
         )
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-        if done.returncode:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise TrainingError(f"perf: timing {method} failed: {last}")
-        figures[method] = json.loads(done.stdout.strip().splitlines()[-1])
+        stdout = _child([sys.executable, "-c", code], f"timing {method} failed", threads)
+        figures[method] = _last_json(stdout)
     return figures
 
 
@@ -379,13 +388,8 @@ def preprocessing(suite: str, method: str = "hyperx") -> list[dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as folder:
         for attempt in ("encoding", "from the cache"):
             print(f"preparing the data of {suite} ({attempt}) ...", flush=True)
-            done = subprocess.run(
-                [sys.executable, "-c", code, folder], capture_output=True, text=True
-            )
-            if done.returncode:
-                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise TrainingError(f"perf: preparing {suite} failed: {last}")
-            attempts.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            stdout = _child([sys.executable, "-c", code, folder], f"preparing {suite} failed")
+            attempts.append(_last_json(stdout))
     return attempts
 
 
@@ -437,16 +441,12 @@ def run_methods(
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as folder:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         for method in methods:
             print(f"running {method} on the demo suite, {steps} steps ...", flush=True)
             command = [sys.executable, "-m", "bench", "run", "--method", method, "--output",
                        folder, "--max-steps", str(steps), "--eval-every", str(steps),
                        "--no-progress", "--processes", str(processes)]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, env=env)
-            if done.returncode:
-                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise TrainingError(f"perf: the {method} run failed: {last}")
+            _child(command, f"the {method} run failed", threads)
             client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
             experiment = client.get_experiment_by_name("demo").experiment_id
             (run,) = client.search_runs(
