@@ -135,8 +135,18 @@ class TrainConfig(Config):
 
     section: ClassVar[str] = "train"
 
-    max_steps: int = option(600, "optimizer steps per model", gt=0)
-    eval_every: int = option(200, "steps between evaluations on the model-selection pairs", gt=0)
+    max_steps: int = option(
+        600, "steps per model: labelled batches (budget labelled) or every batch (total)", gt=0
+    )
+    eval_every: int = option(
+        200, "steps (as max_steps counts them) between model-selection evaluations", gt=0
+    )
+    budget: str = option(
+        "labelled",
+        "what max_steps counts: labelled (labelled batches; MLM batches come on top, at the "
+        "share temperature sampling gives them) or total (every batch: equal compute)",
+        choices=("labelled", "total"),
+    )
     batch_size: int = option(32, "examples per batch (one pair per batch)", gt=0)
     eval_batch_size: int = option(128, "examples per evaluation batch", gt=0)
     warmup_ratio: float = option(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,20 +223,82 @@ def sampling_probabilities(sizes: dict[Pair, int], temperature: float) -> dict[P
 
 
 class PairSampler:
-    """Yields (pair, example indices) for each training step: the pair drawn with temperature
-    sampling, the examples taken from that pair's reshuffled epochs (small pairs repeat)."""
+    """Yields (pair, example indices) for each optimizer step from two seeded streams: the
+    labelled pairs (temperature sampling over them, each pair's examples from its reshuffled
+    epochs; small pairs repeat) and the MLM languages (the same, over the MLM pairs). Which
+    stream a step draws from is decided by a third generator, with the MLM share that
+    temperature sampling over all the pairs gives. So the labelled stream is the same sequence
+    whether or not a method trains MLM: a method with MLM gets MLM batches in between.
 
-    def __init__(self, data: dict[Pair, PairData], batch_size: int, temperature: float, seed: int):
-        self.pairs = sorted(data)
-        probs = sampling_probabilities({p: len(data[p]) for p in self.pairs}, temperature)
-        self.probs = np.array([probs[p] for p in self.pairs])
-        self.sizes = [len(data[p]) for p in self.pairs]
+    `budget` says what `steps` counts: "labelled" (labelled batches; MLM batches come on top)
+    or "total" (every batch). With only one kind of pair (a stage's MLM languages, a method
+    without MLM) both count every batch. `schedule` is the run's whole sequence of kinds, known
+    in advance, so that learning-rate schedules and evaluations can be placed on it."""
+
+    def __init__(
+        self,
+        data: dict[Pair, PairData],
+        batch_size: int,
+        temperature: float,
+        seed: int,
+        *,
+        steps: int,
+        budget: str = "labelled",
+    ):
+        mlm = {pair for pair, d in data.items() if d.kind is Kind.MLM}
         self.batch_size = batch_size
+        self.streams = [
+            _Stream({p: len(data[p]) for p in sorted(set(data) - mlm)}, temperature, seed),
+            _Stream({p: len(data[p]) for p in sorted(mlm)}, temperature, [seed, 1]),
+        ]
+        labelled, unlabelled = self.streams
+        share = 0.0
+        if labelled.pairs and unlabelled.pairs:
+            probs = sampling_probabilities({p: len(d) for p, d in data.items()}, temperature)
+            share = sum(probs[p] for p in mlm)
+        mix = np.random.default_rng([seed, 2])
+        kinds: list[bool] = []  # True: an MLM step
+        counted = 0
+        while counted < steps:
+            is_mlm = not labelled.pairs or (bool(unlabelled.pairs) and mix.random() < share)
+            kinds.append(is_mlm)
+            counted += budget == "total" or not labelled.pairs or not is_mlm
+        self.schedule = kinds
+        self.mlm_share = share
+        # the budget's count after each step: evaluations and the last step are placed on it
+        self.counted = list(
+            itertools.accumulate(budget == "total" or not labelled.pairs or not k for k in kinds)
+        )
+        self.step = 0  # steps drawn so far
+
+    def state_dict(self) -> dict:
+        """Where the draws stand: each stream's generator and its pairs' rest of their epochs."""
+        return {"step": self.step, "streams": [s.state_dict() for s in self.streams]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        for stream, saved in zip(self.streams, state["streams"], strict=True):
+            stream.load_state_dict(saved)
+
+    def __iter__(self) -> Iterator[tuple[Pair, list[int]]]:
+        while self.step < len(self.schedule):
+            stream = self.streams[self.schedule[self.step]]
+            self.step += 1
+            yield stream.draw(self.batch_size)
+
+
+class _Stream:
+    """Temperature sampling over some pairs, with its own generator."""
+
+    def __init__(self, sizes: dict[Pair, int], temperature: float, seed) -> None:
+        self.pairs = list(sizes)
+        probs = sampling_probabilities(sizes, temperature) if sizes else {}
+        self.probs = np.array([probs[p] for p in self.pairs])
+        self.sizes = [sizes[p] for p in self.pairs]
         self.rng = np.random.default_rng(seed)
         self.orders: list[np.ndarray] = [np.empty(0, dtype=int) for _ in self.pairs]
 
     def state_dict(self) -> dict:
-        """Where the draws stand: the generator and each pair's rest of its epoch."""
         orders = [torch.from_numpy(order.astype(np.int64)) for order in self.orders]
         return {"rng": self.rng.bit_generator.state, "orders": orders}
 
@@ -243,12 +306,11 @@ class PairSampler:
         self.rng.bit_generator.state = state["rng"]
         self.orders = [order.numpy() for order in state["orders"]]
 
-    def __iter__(self) -> Iterator[tuple[Pair, list[int]]]:
-        while True:
-            i = int(self.rng.choice(len(self.pairs), p=self.probs))
-            size = min(self.batch_size, self.sizes[i])  # a few-shot pair never repeats in a batch
-            if len(self.orders[i]) < size:
-                epoch = self.rng.permutation(self.sizes[i])
-                self.orders[i] = np.concatenate([self.orders[i], epoch])
-            take, self.orders[i] = self.orders[i][:size], self.orders[i][size:]
-            yield self.pairs[i], take.tolist()
+    def draw(self, batch_size: int) -> tuple[Pair, list[int]]:
+        i = int(self.rng.choice(len(self.pairs), p=self.probs))
+        size = min(batch_size, self.sizes[i])  # a few-shot pair never repeats in a batch
+        if len(self.orders[i]) < size:
+            epoch = self.rng.permutation(self.sizes[i])
+            self.orders[i] = np.concatenate([self.orders[i], epoch])
+        take, self.orders[i] = self.orders[i][:size], self.orders[i][size:]
+        return self.pairs[i], take.tolist()

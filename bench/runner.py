@@ -24,6 +24,7 @@ import transformers
 from huggingface_hub import snapshot_download
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
@@ -46,6 +47,7 @@ from bench.references import References
 from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb, reset_peaks
 from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair
 from bench.suites import Suite
+from bench.task import Kind
 from bench.tracking import (
     Quiet,
     Tracker,
@@ -205,7 +207,8 @@ def _resumable(request: Request, params: dict[str, Any]) -> Checkpoint | None:
         ) from None
     if run.info.status == "FINISHED":
         raise BenchError(f"--resume {run_id}: the run is FINISHED; there is nothing to resume")
-    logged, asked = run.data.params, {k: param_text(v) for k, v in params.items()}
+    logged = {k: v for k, v in run.data.params.items() if k != STREAM_PARAM}
+    asked = {k: param_text(v) for k, v in params.items()}
     for key in sorted(set(logged) | set(asked)):
         if logged.get(key) != asked.get(key):
             raise BenchError(
@@ -450,7 +453,38 @@ def _where(progress: dict[str, Any]) -> str:
     loop, run = progress["loop"], progress["run"]
     if loop is None:
         return f"{run['model']} model(s) trained and evaluated"
-    return f"model {loop['model']}, step {loop['step']}"
+    return f"model {loop['model']}, step {loop['counted']}"
+
+
+def add(totals: dict[str, float], key: str, value: float) -> None:
+    totals[key] = totals.get(key, 0) + value
+
+
+STREAM_PARAM = "budget.labelled_stream"  # a result, logged at the end: not a run's input
+
+
+def budget_metrics(progress: Progress) -> dict[str, float]:
+    """What the run trained on: `budget/*` metrics. Stages count whether they were trained in
+    this run or taken from the cache (their record is cached with them)."""
+    spent, stages = progress.spent, progress.stage_spent.values()
+    staged = {key: sum(record[key] for record in stages) for key in STAGE_RECORD}
+    return {
+        "budget/labelled_steps": spent.get("labelled_steps", 0),
+        "budget/mlm_steps": spent.get("mlm_steps", 0),
+        "budget/stage_steps": staged["steps"],
+        "budget/labelled_tokens": spent.get("labelled_tokens", 0),
+        "budget/mlm_tokens": spent.get("mlm_tokens", 0),
+        "budget/stage_tokens": staged["tokens"],
+        "budget/train_flops": spent.get("flops", 0) + staged["flops"],
+        "budget/stage_flops": staged["flops"],
+        "budget/stage_s": staged["seconds"],
+    }
+
+
+def labelled_stream(streams: dict[str, str]) -> str:
+    """One digest of every model's labelled batches: equal digests, equal labelled batches."""
+    lines = "\n".join(f"{model} {digest}" for model, digest in sorted(streams.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()[:16]
 
 
 def describe_checkpoint(output: Path, run_id: str) -> str:
@@ -476,21 +510,51 @@ class Progress:
     total: int = 0
     staged: dict[str, int] = dataclasses.field(default_factory=dict)  # stage -> parameters
     stages_trained: int = 0
+    # the models' budgets: labelled and MLM steps and tokens, and train FLOPs, summed
+    spent: dict[str, float] = dataclasses.field(default_factory=dict)
+    streams: dict[str, str] = dataclasses.field(default_factory=dict)  # model -> Loop.stream
+    stage_spent: dict[str, dict] = dataclasses.field(default_factory=dict)  # stage -> record
     # train, eval, stages, checkpoint, wall: what earlier attempts spent up to the checkpoint
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class Loop:
-    """Where the training of one model stands (a checkpoint carries it)."""
+    """Where the training of one model stands (a checkpoint carries it), and what it has
+    trained on so far."""
 
     model: str = ""
-    step: int = 0
+    step: int = 0  # optimizer steps taken
+    counted: int = 0  # of them, the steps `train.budget` counts
     tokens: int = 0
     losses: list[float] = dataclasses.field(default_factory=list)  # since the last logged mean
     loss: float | None = None  # a mean training loss not logged yet
     best: float | None = None  # the best model-selection score so far
     selected: bool = True  # False: the model-selection evaluation of `step` is still to do
+    # "labelled" and "mlm": steps and non-padding tokens of each kind of batch
+    steps: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    kind_tokens: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    task_tokens: dict[str, int] = dataclasses.field(default_factory=dict)  # task -> tokens
+    flops: dict[str, float] = dataclasses.field(default_factory=dict)  # task -> per token
+    stream: str = ""  # a digest chained over the labelled batches: (pair, example ids) each
+
+    def add(self, pair: Pair, indices: list[int], mlm: bool, tokens: int) -> None:
+        """Counts one step's batch (its example ids before any data-parallel split)."""
+        kind = KINDS[mlm]
+        self.tokens += tokens
+        self.steps[kind] += 1
+        self.kind_tokens[kind] += tokens
+        self.task_tokens[pair.task] = self.task_tokens.get(pair.task, 0) + tokens
+        if not mlm:
+            draw = f"{self.stream}|{pair}|{','.join(map(str, indices))}"
+            self.stream = hashlib.sha256(draw.encode()).hexdigest()
+
+    @property
+    def train_flops(self) -> float:
+        return sum(self.flops[task] * n for task, n in self.task_tokens.items())
+
+
+KINDS = ("labelled", "mlm")  # indexed by "is an MLM batch"
 
 
 def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResult | None:
@@ -529,8 +593,9 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
         if index < progress.model:
             continue  # trained and evaluated before the run was interrupted
         with clocks["stages"]:
-            folders, trained = run_stages(prepared, model_plan, tracker)
+            folders, trained, spent = run_stages(prepared, model_plan, tracker)
         progress.stages_trained += trained
+        progress.stage_spent.update(spent)  # the models of single-task share stages
         transformers.set_seed(request.seed)
         model = build_model(prepared, model_plan, folders).to(prepared.device)
         if notes := model.notes():
@@ -540,7 +605,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
         )
         with clocks["train"]:
             path = folder / f"{model_plan.name}.safetensors"
-            model_tokens, best = _train(
+            loop = _train(
                 prepared, model_plan, model, collator, tracker, path, save, pending, clocks
             )
         pending = None
@@ -562,8 +627,13 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
             if stage := model.stage_of(name):
                 counts[stage] = counts.get(stage, 0) + parameter.numel()
         progress.staged.update(counts)  # the models of single-task share stages: each counts once
-        progress.tokens += model_tokens
-        progress.selected.append(best)
+        progress.tokens += loop.tokens
+        for kind in KINDS:
+            add(progress.spent, f"{kind}_steps", loop.steps[kind])
+            add(progress.spent, f"{kind}_tokens", loop.kind_tokens[kind])
+        add(progress.spent, "flops", loop.train_flops)
+        progress.streams[model_plan.name] = loop.stream
+        progress.selected.append(loop.best)
         progress.trainable += model_trainable
         progress.total += model_total
         progress.model = index + 1
@@ -598,9 +668,11 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
             "throughput/eval_tokens_per_s": progress.eval_tokens / max(spent["eval"], 1e-9),
             "tokens/train": progress.tokens,
             "tokens/eval": progress.eval_tokens,
+            **budget_metrics(progress),
         }
     )
     tracker.metrics(metrics)
+    tracker.params({STREAM_PARAM: labelled_stream(progress.streams)})
     tracker.artifact(
         dataclasses.asdict(prepared.train) | prepared.method_config.flat(), "config.json"
     )
@@ -641,10 +713,15 @@ def build_model(
     return prepared.method.build(backbone, model_plan, tasks, prepared.method_config)
 
 
-def run_stages(prepared: Prepared, plan: ModelPlan, tracker: Tracker | Quiet) -> tuple[dict, int]:
+STAGE_RECORD = ("steps", "tokens", "flops", "seconds")  # what `spent.json` holds, besides tasks
+
+
+def run_stages(
+    prepared: Prepared, plan: ModelPlan, tracker: Tracker | Quiet
+) -> tuple[dict[str, Path], int, dict[str, dict]]:
     """Trains the stages of `plan` that are not cached yet; returns (stage name -> folder, how
-    many were trained now)."""
-    folders, trained = {}, 0
+    many were trained now, stage name -> what it trained on: `STAGE_RECORD`)."""
+    folders, trained, spent = {}, 0, {}
     backbone = backbone_identity(prepared.suite.backbone)
     cache = prepared.request.output / "cache" / "stages"
     for stage in prepared.stages[plan.name]:
@@ -656,7 +733,8 @@ def run_stages(prepared: Prepared, plan: ModelPlan, tracker: Tracker | Quiet) ->
             _train_stage(prepared, stage, folder, tracker, key)
             trained += 1
         folders[stage.name] = folder
-    return folders, trained
+        spent[stage.name] = json.loads((folder / "spent.json").read_text())
+    return folders, trained, spent
 
 
 def _stage_key(prepared: Prepared, stage: Stage, backbone: str) -> dict[str, Any]:
@@ -669,6 +747,7 @@ def _stage_key(prepared: Prepared, stage: Stage, backbone: str) -> dict[str, Any
         "loop": [prepared.train.warmup_ratio, prepared.train.max_grad_norm],
         "masking": prepared.train.mlm_probability,
         "temperature": prepared.train.temperature if len(stage.pairs) > 1 else None,
+        "sampler": SAMPLER_VERSION,
         "backbone": backbone,
         "init": request.backbone_init,
         # a random backbone is drawn with the run's seed: its stages are that seed's alone
@@ -677,10 +756,14 @@ def _stage_key(prepared: Prepared, stage: Stage, backbone: str) -> dict[str, Any
     }
 
 
+SAMPLER_VERSION = 2  # bump when the draws of `PairSampler` change: cached stages train again
+
+
 def _train_stage(
     prepared: Prepared, stage: Stage, folder: Path, tracker: Tracker | Quiet, key: dict[str, Any]
 ) -> None:
     request, suite = prepared.request, prepared.suite
+    started = time.perf_counter()
     transformers.set_seed(request.seed)  # the random backbone of this run, if random
     model, untrained = load_backbone(
         suite.backbone, request.backbone_init, request.trust_remote_code
@@ -695,17 +778,25 @@ def _train_stage(
         prepared.tokenizer, prepared.train.mlm_probability, stage.seed, prepared.device
     )
     data = {t.pair: prepared.data[data_key(t)] for t in stage.pairs}
-    _fit(
+    loop = _fit(
         prepared, model, data, collator, tracker, label=stage.name, steps=stage.steps,
         lr=stage.lr, batch_size=stage.batch_size, seed=stage.seed,
     )  # fmt: skip
     group = distributed.current()
     if group.main:
+        spent = {
+            "steps": loop.step,
+            "tokens": loop.tokens,
+            "flops": loop.train_flops,
+            "seconds": time.perf_counter() - started,
+            "tasks": loop.task_tokens,
+        }
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         stage.save(model, partial)
         (partial / "stage.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+        (partial / "spent.json").write_text(json.dumps(spent, indent=2) + "\n")
         partial.rename(folder)  # a crash mid-save never leaves a folder that looks complete
     group.barrier()  # the other processes read it next
 
@@ -720,11 +811,11 @@ def _train(
     save: Callable[..., None],
     resumed: Checkpoint | None,
     clocks: dict[str, Stopwatch],
-) -> tuple[int, float | None]:
+) -> Loop:
     """Trains `model` in place, leaves it at its best model-selection checkpoint (`path`), and
-    returns the tokens seen and the best model-selection score (None outside process 0 of a
-    data-parallel run, which selects for all). `save(loop, model, state)` writes a checkpoint;
-    `resumed` is the one to continue from."""
+    returns its loop: what it trained on and the best model-selection score (None outside
+    process 0 of a data-parallel run, which selects for all). `save(loop, model, state)` writes
+    a checkpoint; `resumed` is the one to continue from."""
     main = distributed.current().main
     pairs = [*plan.train, *(plan.mlm if prepared.method_config.mlm else ())]
     loop = Loop(plan.name)
@@ -742,7 +833,7 @@ def _train(
                 os.replace(partial, path)
                 loop.best = score
 
-    tokens = _fit(
+    _fit(
         prepared, model, {t.pair: prepared.data[data_key(t)] for t in pairs}, collator,
         tracker, label=plan.name, steps=prepared.train.max_steps, lr=prepared.method_config.lr,
         batch_size=prepared.train.batch_size, seed=prepared.request.seed,
@@ -752,7 +843,7 @@ def _train(
     )  # fmt: skip
     if main:
         model.load(str(path))
-    return tokens, loop.best
+    return loop
 
 
 def _fit(
@@ -772,22 +863,25 @@ def _fit(
     state: dict[str, Any] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     clocks: dict[str, Stopwatch] | None = None,
-) -> int:
-    """The training loop: temperature-sampled pairs, AdamW with linear warm-up and decay,
-    clipping, a NaN guard; `select(step)` every `train.eval_every` steps, each followed by
+) -> Loop:
+    """The training loop: pairs from `PairSampler`'s labelled and MLM streams, `steps` counted
+    as `train.budget` says, AdamW with linear warm-up and decay over every step, clipping, a NaN
+    guard; `select(step)` every `train.eval_every` counted steps, each followed by
     `checkpoint(training state)`, as is an interrupt. `loop` and `state` (from a checkpoint)
     continue where an earlier attempt stopped; `clocks["batches"]` and `clocks["logging"]` add up
     the harness's share of the steps. In a data-parallel run every process takes every step on
-    its share of the batch (`distributed`). Returns the tokens seen (by all processes)."""
+    its share of the batch (`distributed`). Returns the loop, with what it trained on."""
     cfg, group = prepared.train, distributed.current()
     network = group.wrap(model)
     clocks = clocks or {"batches": Stopwatch(), "logging": Stopwatch()}
     kinds = {pair: d.kind for pair, d in data.items()}
     parameters = model.trainable_parameters()
     optimizer = make_optimizer(parameters, lr, prepared.method_config.weight_decay)
-    warmup = int(cfg.warmup_ratio * steps)
-    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, steps)
-    sampler = PairSampler(data, batch_size, cfg.temperature, seed)
+    sampler = PairSampler(data, batch_size, cfg.temperature, seed, steps=steps, budget=cfg.budget)
+    total = len(sampler.schedule)
+    scheduler = transformers.get_linear_schedule_with_warmup(
+        optimizer, int(cfg.warmup_ratio * total), total
+    )
     draws = iter(sampler)
     loop = loop or Loop(label)
     if state is not None:
@@ -797,21 +891,24 @@ def _fit(
         if checkpoint is not None:
             checkpoint(training_state(optimizer, scheduler, sampler, collator))
 
+    def counted(step: int) -> int:  # the budget's count after optimizer step `step`
+        return sampler.counted[step - 1] if step else 0
+
     def log(step: int) -> None:
         with clocks["logging"]:
-            tracker.metrics({f"train/{label}/loss": loop.loss}, step)
+            tracker.metrics({f"train/{label}/loss": loop.loss}, counted(step))
             bar.set_postfix(loss=f"{loop.loss:.3f}")
         loop.loss = None
 
     bar = tqdm(
-        range(loop.step + 1, steps + 1), desc=f"train {label}", initial=loop.step, total=steps,
+        range(loop.step + 1, total + 1), desc=f"train {label}", initial=loop.step, total=total,
         disable=not prepared.request.progress or not group.main,
     )  # fmt: skip
     try:
         if loop.loss is not None:  # the interrupted attempt computed it but did not log it
             log(loop.step)
         if not loop.selected:  # it was interrupted in this step's model selection
-            select(loop.step)
+            select(counted(loop.step))
             loop.selected = True
             save()
         for step in bar:
@@ -831,16 +928,18 @@ def _fit(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                loop.step = step
-                loop.tokens += tokens
+                loop.step, loop.counted = step, counted(step)
+                loop.add(pair, indices, kinds[pair] is Kind.MLM, tokens)
                 loop.losses.append(mean)
-                if step % 50 == 0 or step == steps:
+                moved = counted(step) > counted(step - 1)  # a step the budget counts
+                if (moved and counted(step) % 50 == 0) or step == total:
                     loop.loss, loop.losses = sum(loop.losses) / len(loop.losses), []
-                loop.selected = select is None or not (step % cfg.eval_every == 0 or step == steps)
+                due = moved and counted(step) % cfg.eval_every == 0
+                loop.selected = select is None or not (due or step == total)
             if loop.loss is not None:
                 log(step)
             if not loop.selected:
-                select(step)
+                select(counted(step))
                 loop.selected = True
                 save()
     except KeyboardInterrupt:
@@ -848,7 +947,34 @@ def _fit(
         raise
     finally:
         group.release()
-    return loop.tokens
+    if group.main:  # after training, which it leaves as it was
+        loop.flops = measure_flops(prepared, model, data, batch_size, seed)
+    return loop
+
+
+def measure_flops(
+    prepared: Prepared, model: Model, data: dict[Pair, PairData], batch_size: int, seed: int
+) -> dict[str, float]:
+    """Per task: the FLOPs of one training step (forward and backward, as PyTorch's
+    `FlopCounterMode` counts them) per non-padding token, on a batch of the task's first pair.
+    Training is left as it was: the step's random draws are forked off, its gradients dropped,
+    and no optimizer step is taken."""
+    collator = Collator(prepared.tokenizer, prepared.train.mlm_probability, seed, prepared.device)
+    cuda = [prepared.device] if prepared.device.type == "cuda" else []
+    flops: dict[str, float] = {}
+    for pair in sorted(data):
+        if pair.task in flops:
+            continue
+        examples = data[pair].examples(list(range(min(batch_size, len(data[pair])))))
+        batch = collator(examples, data[pair].kind)
+        model.train()
+        with torch.random.fork_rng(devices=cuda), FlopCounterMode(display=False) as counter:
+            with autocast(prepared.train.precision, prepared.device):
+                loss = model(batch, pair).loss
+            loss.backward()
+        model.zero_grad(set_to_none=True)
+        flops[pair.task] = counter.get_total_flops() / int(batch["attention_mask"].sum())
+    return flops
 
 
 def make_optimizer(

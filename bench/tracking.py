@@ -123,10 +123,13 @@ class Tracker:
     def start(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
-        items = [Param(k, param_text(v)) for k, v in sorted(params.items())]
+        self.params(params)
+        return self.run_id
+
+    def params(self, values: dict[str, Any]) -> None:
+        items = [Param(k, param_text(v)) for k, v in sorted(values.items())]
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
-        return self.run_id
 
     def resume(self, run_id: str, tags: dict[str, str]) -> None:
         """Takes over an interrupted run: RUNNING again, its `stopped`/`error` tags gone."""

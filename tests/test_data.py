@@ -80,11 +80,11 @@ def test_temperature_sampling_flattens_sizes():
     assert sampling_probabilities(sizes, 1e6)[Pair("pos", "a")] == pytest.approx(0.5, abs=1e-4)
 
 
-def _fake(pair: Pair, n: int) -> PairData:
+def _fake(pair: Pair, n: int, kind: Kind = Kind.TOKEN) -> PairData:
     import datasets
 
     rows = datasets.Dataset.from_dict({"x": list(range(n))})
-    return PairData(pair, None, rows, rows)
+    return PairData(pair, kind, rows, rows)
 
 
 def test_sampler_is_seeded_one_pair_per_batch_and_repeats_small_pairs():
@@ -92,8 +92,12 @@ def test_sampler_is_seeded_one_pair_per_batch_and_repeats_small_pairs():
         Pair("pos", "a"): _fake(Pair("pos", "a"), 1000),
         Pair("ner", "b"): _fake(Pair("ner", "b"), 5),
     }
-    draws = [d for _, d in zip(range(400), PairSampler(data, 8, 5.0, seed=3), strict=False)]
-    again = [d for _, d in zip(range(400), PairSampler(data, 8, 5.0, seed=3), strict=False)]
+    draws = [
+        d for _, d in zip(range(400), PairSampler(data, 8, 5.0, seed=3, steps=400), strict=False)
+    ]
+    again = [
+        d for _, d in zip(range(400), PairSampler(data, 8, 5.0, seed=3, steps=400), strict=False)
+    ]
     assert draws == again
     small = [idx for pair, idx in draws if pair == Pair("ner", "b")]
     assert small and all(sorted(idx) == list(range(5)) for idx in small)  # whole pair, no repeats
@@ -102,3 +106,41 @@ def test_sampler_is_seeded_one_pair_per_batch_and_repeats_small_pairs():
     assert abs(share - expected) < 0.06
     big = np.concatenate([idx for pair, idx in draws if pair == Pair("pos", "a")][:100])
     assert len(set(big.tolist())) == len(big)  # an epoch is a permutation: no repeats within it
+
+
+def test_the_labelled_stream_is_the_same_with_or_without_mlm_batches():
+    labelled = {
+        Pair("pos", "a"): _fake(Pair("pos", "a"), 300),
+        Pair("ner", "b"): _fake(Pair("ner", "b"), 40),
+    }
+    mlm = {Pair("mlm", "a"): _fake(Pair("mlm", "a"), 500, Kind.MLM),
+           Pair("mlm", "c"): _fake(Pair("mlm", "c"), 500, Kind.MLM)}  # fmt: skip
+    alone = list(PairSampler(labelled, 8, 5.0, seed=1, steps=200))
+    mixed = PairSampler({**labelled, **mlm}, 8, 5.0, seed=1, steps=200)
+    draws = list(mixed)
+    assert [d for d in draws if d[0].task != "mlm"] == alone  # 200 labelled, the same
+    share = sampling_probabilities({p: len(d) for p, d in {**labelled, **mlm}.items()}, 5.0)
+    expected = share[Pair("mlm", "a")] + share[Pair("mlm", "c")]
+    mlm_steps = len(draws) - 200
+    assert mixed.mlm_share == pytest.approx(expected)
+    assert abs(mlm_steps / len(draws) - expected) < 0.08
+    assert mixed.counted[-1] == 200 and len(mixed.counted) == len(draws)
+    # total: 200 batches in all; its labelled batches are the first of the same stream
+    total = list(PairSampler({**labelled, **mlm}, 8, 5.0, seed=1, steps=200, budget="total"))
+    assert len(total) == 200
+    kept = [d for d in total if d[0].task != "mlm"]
+    assert kept == alone[: len(kept)] and len(kept) < 200
+    assert list(PairSampler(mlm, 8, 5.0, seed=1, steps=30)) == list(
+        PairSampler(mlm, 8, 5.0, seed=1, steps=30, budget="total")
+    )  # only MLM pairs (a stage): either budget counts every batch
+
+
+def test_a_resumed_sampler_draws_what_an_uninterrupted_one_does():
+    data = {Pair("pos", "a"): _fake(Pair("pos", "a"), 50),
+            Pair("mlm", "a"): _fake(Pair("mlm", "a"), 70, Kind.MLM)}  # fmt: skip
+    whole = list(PairSampler(data, 8, 2.0, seed=4, steps=60))
+    first = PairSampler(data, 8, 2.0, seed=4, steps=60)
+    head = [d for _, d in zip(range(25), first, strict=False)]
+    second = PairSampler(data, 8, 2.0, seed=4, steps=60)
+    second.load_state_dict(first.state_dict())
+    assert head + list(second) == whole

@@ -110,8 +110,8 @@ def madx(prepared, tmp_path_factory):
     root = tmp_path_factory.mktemp("tracking")
     tracker = Tracker(f"sqlite:///{root / 'mlflow.db'}", "test", root / "artifacts")
     tracker.start("stages", {}, {})
-    folders, trained = runner.run_stages(p, plan, tracker)
-    again, trained_again = runner.run_stages(p, plan, tracker)
+    folders, trained, _ = runner.run_stages(p, plan, tracker)
+    again, trained_again, _ = runner.run_stages(p, plan, tracker)
     tracker.end()
     return p, plan, folders, (trained, trained_again, again)
 

@@ -122,7 +122,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path, uninter
     _, (run,) = _runs(output)
     assert run.info.status == "RUNNING"
     checkpoint = Checkpoints(output / "checkpoints" / run.info.run_id / "resume").latest()
-    assert checkpoint.progress["loop"]["step"] == 40
+    assert checkpoint.progress["loop"]["counted"] == 40
     resumed = _resume_and_compare(output, run.info.run_id, uninterrupted, HYPERX)
     assert resumed.data.tags["resumed"] == "from model all, step 40"
 
@@ -143,7 +143,7 @@ def test_ctrl_c_and_sigterm_checkpoint_the_run_and_mark_it_killed(tmp_path, unin
     assert f"interrupted: run {run_id} is KILLED, checkpoint at model all, step 50" in err
     assert f"--resume {run_id}" in err.splitlines()[-1]  # the command to resume it
     checkpoint = Checkpoints(output / "checkpoints" / run_id / "resume").latest()
-    assert checkpoint.progress["loop"]["step"] == 50  # the step it was interrupted after
+    assert checkpoint.progress["loop"]["counted"] == 50  # the step it was interrupted after
     resumed = _resume_and_compare(output, run_id, uninterrupted)
     assert resumed.data.tags["resumed"] == "from model all, step 50"
 
@@ -157,7 +157,7 @@ def test_a_run_interrupted_in_model_selection_redoes_it_on_resume(tmp_path, unin
     assert process.wait(timeout=120) == 130
     _, (run,) = _runs(output)
     checkpoint = Checkpoints(output / "checkpoints" / run.info.run_id / "resume").latest()
-    assert checkpoint.progress["loop"]["step"] == 80
+    assert checkpoint.progress["loop"]["counted"] == 80
     assert checkpoint.progress["loop"]["selected"] is False
     _resume_and_compare(output, run.info.run_id, uninterrupted)
 
