@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -40,6 +41,7 @@ def _runs(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-steps", type=int, help="override the suite's training steps")
     parser.add_argument("--eval-every", type=int, help="override the steps between evaluations")
+    _budget(parser)
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in --output)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -60,6 +62,14 @@ def _plugin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plugin", action="append", type=Path, default=[], metavar="FILE.py",
         help="load a module that registers methods (repeatable)",
+    )  # fmt: skip
+
+
+def _budget(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--budget", choices=("labelled", "total"),
+        help="what --max-steps counts: labelled batches (default; MLM batches on top) or every "
+        "batch (train.budget)",
     )  # fmt: skip
 
 
@@ -161,13 +171,31 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="methods x settings x seeds on a suite, one table under reports/"
     )
-    compare.add_argument("--methods", required=True, help="comma-separated method names")
+    compare.add_argument(
+        "--methods", required=True,
+        help="comma-separated methods, each METHOD or METHOD:KEY=VALUE[:KEY=VALUE] with its own "
+        "options (adapter:mlm=true: the shared adapter with Hyper-X's MLM)",
+    )  # fmt: skip
     compare.add_argument("--settings", default="mixed", help="comma-separated (default: mixed)")
     compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
     compare.add_argument(
         "--suite", default="demo", help="suite name or suite file suite.toml (default: demo)"
     )
     compare.add_argument("--max-steps", type=int, help="override the suite's training steps")
+    _budget(compare)
+    compare.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="an option for every method's runs (train.* or method.*; `list --options`)",
+    )  # fmt: skip
+    compare.add_argument(
+        "--tune", type=int, metavar="N",
+        help="first tune every method with an N-trial Optuna study (same seed, budget and "
+        "source-dev selection), then run the grid with each one's best values",
+    )  # fmt: skip
+    compare.add_argument(
+        "--tune-setting",
+        help="the setting the studies tune on (default: mixed if in --settings, else the first)",
+    )
     compare.add_argument("--output", type=Path, default=Path("bench-runs"))
     compare.add_argument(
         "--reuse", action="store_true",
@@ -177,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--report",
         type=Path,
-        help="where to write (default: reports/<suite>/compare-<settings>.md)",
+        help="where to write (default: ./reports/<suite>/compare-<settings>.md)",
     )
 
     report = commands.add_parser(
@@ -289,7 +317,8 @@ def _request(args: argparse.Namespace):
     train, method = _split_sets(args.set)
     train.update(_train_overrides(args))
     for flag, key in (
-        ("max_steps", "max_steps"), ("eval_every", "eval_every"), ("precision", "precision")
+        ("max_steps", "max_steps"), ("eval_every", "eval_every"), ("precision", "precision"),
+        ("budget", "budget"),
     ):  # fmt: skip
         if getattr(args, flag) is not None:
             train[key] = getattr(args, flag)
@@ -473,7 +502,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_params(args: argparse.Namespace) -> int:
     from bench import params, plugins
-    from bench.compare import REPORTS
+    from bench.report import REPORTS
 
     plugins.load_builtins()
     plugins.load_files(args.plugin)
@@ -508,29 +537,40 @@ def _counts(text: str, flag: str) -> list[int]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench import compare, plugins, suites
+    from bench import compare, suites
+    from bench.report import REPORTS
 
-    plugins.load_builtins()
-    _positive(seeds=args.seeds)
-    methods = [m for m in args.methods.split(",") if m]
+    _positive(seeds=args.seeds, **({"tune": args.tune} if args.tune is not None else {}))
+    entries = compare.parse_methods(args.methods, tuple(args.plugin))
     settings = [s for s in args.settings.split(",") if s]
-    train = {} if args.max_steps is None else {"max_steps": args.max_steps}
-    cells = compare.run_grid(
-        methods, settings, args.seeds, suite=args.suite, output=args.output, train=train,
-        plugins=tuple(args.plugin), reuse=args.reuse,
-    )  # fmt: skip
-    command = "python -m bench compare" + "".join(f" --plugin {p}" for p in args.plugin)
-    command += f" --methods {','.join(methods)}"
-    command += f" --settings {','.join(settings)} --seeds {args.seeds}"
-    if args.suite != "demo":
-        command += f" --suite {args.suite}"
+    train, method = _split_sets(args.set)
     if args.max_steps is not None:
-        command += f" --max-steps {args.max_steps}"
+        train["max_steps"] = args.max_steps
+    if args.budget is not None:
+        train["budget"] = args.budget
+    entries = [dataclasses.replace(e, options={**method, **e.options}) for e in entries]
+    grid = {"suite": args.suite, "output": args.output, "train": train,
+            "plugins": tuple(args.plugin)}  # fmt: skip
+    tuned = {}
+    if args.tune is not None:
+        setting = args.tune_setting or ("mixed" if "mixed" in settings else settings[0])
+        tuned = compare.tune(entries, setting, args.tune, **grid)
+    elif args.tune_setting is not None:
+        raise BenchError("--tune-setting needs --tune N")
+    cells = compare.run_grid(entries, settings, args.seeds, reuse=args.reuse, tuned=tuned, **grid)
+    command = "python -m bench compare" + "".join(f" --plugin {p}" for p in args.plugin)
+    command += f" --methods {shlex.quote(args.methods)}"
+    command += f" --settings {','.join(settings)} --seeds {args.seeds}"
+    for flag in ("suite", "max_steps", "budget", "tune", "tune_setting"):
+        value = getattr(args, flag)
+        if value is not None and (flag, value) != ("suite", "demo"):
+            command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
+    command += "".join(f" --set {shlex.quote(item)}" for item in args.set)
     name = suites.get(args.suite).name  # a suite file's name, not its path
-    path = args.report or compare.REPORTS / name / f"compare-{'-'.join(settings)}.md"
+    path = args.report or REPORTS / name / f"compare-{'-'.join(settings)}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     plots = compare.plot(cells, path.with_suffix(""))
-    text = compare.render(cells, suite=name, command=command, plots=plots)
+    text = compare.render(cells, suite=name, command=command, plots=plots, tuned=tuned)
     return _write_report(text, path)
 
 
@@ -555,7 +595,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if (value := getattr(args, flag)) != default:
             command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
     print(report.save(found, path, command))
-    print(f"written to {path}")
+    print(f"written to {path.resolve()}")
     return 0
 
 
@@ -639,7 +679,7 @@ def _write_report(text: str, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(text)
-    print(f"written to {path}")
+    print(f"written to {path.resolve()}")
     return 0
 
 

@@ -10,37 +10,163 @@ was interrupted, or extended by a method, runs only what is missing.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import multiprocessing
+import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 
-from bench import runner
-from bench.report import REPORTS as REPORTS  # where `compare` and `params` write
-from bench.report import mean_sd, trained_params
-from bench.tracking import param_text, resolve_uri
+from bench import runner, sweep
+from bench.errors import BenchError, TrainingError
+from bench.report import BUDGET, budgets_compared, mean_sd, trained_params
+from bench.tracking import NOT_LEARNED, STREAM_PARAM, param_text, resolve_uri
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One method of a grid: `METHOD` or `METHOD:KEY=VALUE[:KEY=VALUE]` (its own options, such
+    as `adapter:mlm=true`), and the name reports give it (`runner.variant`)."""
+
+    method: str
+    options: dict[str, str]
+    label: str
+
+
+def parse_methods(text: str, plugins: tuple[Path, ...] = ()) -> list[Entry]:
+    """`--methods`: comma-separated entries, each checked against the method's options."""
+    from bench import plugins as loader
+    from bench.method import METHODS
+
+    loader.load_builtins()
+    loader.load_files(plugins)
+    entries = []
+    for item in (m.strip() for m in text.split(",") if m.strip()):
+        name, *sets = item.split(":")
+        options = {}
+        for option in sets:
+            key, sep, value = option.partition("=")
+            if not sep or not key:
+                raise BenchError(
+                    f"--methods entry {item!r} is invalid: expected METHOD or "
+                    "METHOD:KEY=VALUE[:KEY=VALUE], e.g. adapter:mlm=true"
+                )
+            options[key.removeprefix("method.")] = value
+        method = METHODS.get(name)
+        config = method.Config().with_values(options)
+        label = runner.variant(method, config)
+        if others := sorted(set(options) - {"mlm"}):
+            label += " [" + ", ".join(f"{k}={options[k]}" for k in others) + "]"
+        entries.append(Entry(name, options, label))
+    labels = [e.label for e in entries]
+    if not entries or len(set(labels)) < len(labels):
+        twice = sorted({x for x in labels if labels.count(x) > 1}) or ["(none given)"]
+        raise BenchError(f"--methods {text!r} is invalid: {', '.join(twice)} more than once")
+    return entries
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuned:
+    """An entry's tuning study: its values, which the grid's runs of the entry take."""
+
+    study: str
+    storage: str
+    setting: str
+    trials: int  # finished trials asked for (complete or pruned)
+    complete: int
+    pruned: int
+    best_trial: int
+    best_score: float
+    values: dict[str, Any]  # option key -> the best trial's value
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    method: str
+    method: str  # the entry's label
     setting: str
     runs: tuple[dict[str, float], ...]  # metrics of each seed's run
     run_ids: tuple[str, ...]
     targets: tuple[str, ...] = ()  # the evaluated target pairs, `task/language`
+    tags: tuple[dict[str, str], ...] = ()  # each run's tags and `STREAM_PARAM`
 
     def values(self, key: str) -> list[float]:
         return [m[key] for m in self.runs if m.get(key) is not None]
 
 
-def _execute(request: runner.Request) -> tuple[str, dict[str, float]]:
+def _execute(request: runner.Request) -> tuple[str, dict[str, float], dict[str, str]]:
     result = runner.execute(runner.prepare(request))
-    return result.run_id, result.metrics
+    return (
+        result.run_id,
+        result.metrics,
+        _facts(MlflowClient(result.tracking_uri).get_run(result.run_id)),
+    )
+
+
+def _facts(run) -> dict[str, str]:
+    """What reports read of a run besides its metrics: its tags and its labelled stream."""
+    return {**run.data.tags, STREAM_PARAM: run.data.params.get(STREAM_PARAM, "")}
+
+
+def _request(entry: Entry, setting: str, seed: int, grid: dict) -> runner.Request:
+    return runner.Request(
+        method=entry.method, setting=setting, suite=grid["suite"], seed=seed,
+        output=grid["output"], train=grid["train"], method_options=entry.options,
+        progress=False, plugins=grid["plugins"],  # loaded again in each run's fresh process
+    )  # fmt: skip
+
+
+def tune(
+    entries: list[Entry],
+    setting: str,
+    trials: int,
+    *,
+    suite: str,
+    output: Path,
+    train: dict,
+    plugins: tuple[Path, ...] = (),
+) -> dict[str, Tuned]:
+    """Equal tuning: for every entry, a `trials`-trial Optuna study (`bench.sweep`) over the
+    method's own search space, at seed 0 (the sampler's seed too), on `setting` with the grid's
+    budget, scored on the source dev pairs alone. A study that exists already continues."""
+    grid = {"suite": suite, "output": output, "train": train, "plugins": plugins}
+    tuned = {}
+    for entry in entries:
+        request = _request(entry, setting, 0, grid)
+        suite_, _, method_config, train_config, _ = runner.resolve(request)
+        params = runner.run_params(request, suite_, method_config, train_config)
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+        slug = re.sub(r"[^A-Za-z0-9.-]+", "-", entry.label).strip("-")
+        name = f"tune-{suite_.name}-{slug}-{setting}-{digest.hexdigest()[:8]}"
+        spec = sweep.prepare(request, trials=trials, study=name, storage=None, space={},
+                             prune=True)  # fmt: skip
+        print(f"tuning {entry.label}: study {name}, {trials} trials", flush=True)
+        sweep.run(spec, 1)
+        rows = sweep.finish(spec)
+        complete = [r for r in rows if r.state == "COMPLETE"]
+        if not complete:
+            raise TrainingError(f"study {name} of {entry.label} has no complete trial")
+        best = max(complete, key=lambda r: r.value)
+        tuned[entry.label] = Tuned(
+            name, spec.storage, setting, trials, len(complete),
+            sum(r.state == "PRUNED" for r in rows), best.number, best.value, best.params,
+        )  # fmt: skip
+    return tuned
+
+
+def tuned_entry(entry: Entry, tuned: Tuned | None) -> tuple[Entry, dict]:
+    """The entry with its study's method values, and its study's train values."""
+    if tuned is None:
+        return entry, {}
+    values = {k.partition(".")[2]: v for k, v in tuned.values.items() if k.startswith("method.")}
+    train = {k.partition(".")[2]: v for k, v in tuned.values.items() if k.startswith("train.")}
+    return dataclasses.replace(entry, options={**entry.options, **values}), train
 
 
 def run_grid(
-    methods: list[str],
+    entries: list[Entry],
     settings: list[str],
     seeds: int,
     *,
@@ -49,24 +175,20 @@ def run_grid(
     train: dict,
     plugins: tuple[Path, ...] = (),
     reuse: bool = False,
+    tuned: dict[str, Tuned] | None = None,
 ) -> list[Cell]:
-    requests = {
-        (method, setting): [
-            runner.Request(
-                method=method,
-                setting=setting,
-                suite=suite,
-                seed=seed,
-                output=output,
-                train=train,
-                progress=False,
-                plugins=plugins,  # loaded again in each run's fresh process
-            )
-            for seed in range(seeds)
-        ]
-        for method in methods
-        for setting in settings
-    }
+    tuned = tuned or {}
+    requests = {}
+    for entry in entries:
+        chosen, extra = tuned_entry(entry, tuned.get(entry.label))
+        grid = {"suite": suite, "output": output, "train": {**train, **extra}, "plugins": plugins}
+        study = tuned.get(entry.label)
+        tags = {"tune.study": study.study, "tune.trials": str(study.trials)} if study else {}
+        for setting in settings:
+            requests[(entry.label, setting)] = [
+                dataclasses.replace(_request(chosen, setting, seed, grid), tags=tags)
+                for seed in range(seeds)
+            ]
     plans = {  # every name and value checked before the first run
         cell: runner.prepare(batch[0]).plan for cell, batch in requests.items()
     }
@@ -75,20 +197,21 @@ def run_grid(
     finished = _finished_runs(output, runner.resolve(first)[0].name) if reuse else {}
     context = multiprocessing.get_context("spawn")
     with context.Pool(1, maxtasksperchild=1) as pool:
-        for (method, setting), batch in requests.items():
+        for (label, setting), batch in requests.items():
             results = [
                 (finished and finished.get(_key(request))) or pool.apply(_execute, (request,))
                 for request in batch
             ]
-            plan = plans[(method, setting)]
+            plan = plans[(label, setting)]
             targets = [str(e.pair) for m in plan.models for e in m.eval if e.role == "target"]
             cells.append(
                 Cell(
-                    method,
+                    label,
                     setting,
-                    runs=tuple(m for _, m in results),
-                    run_ids=tuple(i for i, _ in results),
+                    runs=tuple(m for _, m, _ in results),
+                    run_ids=tuple(i for i, _, _ in results),
                     targets=tuple(dict.fromkeys(targets)),
+                    tags=tuple(t for _, _, t in results),
                 )
             )
     return cells
@@ -100,8 +223,9 @@ def _key(request: runner.Request) -> tuple:
     return tuple(sorted((k, param_text(v)) for k, v in params.items()))
 
 
-def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict[str, float]]]:
-    """Params -> (run id, metrics) of the finished runs of a suite in the grid's store."""
+def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict, dict]]:
+    """Params -> (run id, metrics, tags) of the finished runs of a suite in the grid's store
+    (the labelled stream's digest, a result, is not a param the grid asks for)."""
     client = MlflowClient(resolve_uri(output, None))
     found_experiment = client.get_experiment_by_name(experiment)
     if found_experiment is None:
@@ -112,19 +236,25 @@ def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict
             [found_experiment.experiment_id], "attributes.status = 'FINISHED'", page_token=token
         )
         for run in page:
-            key = tuple(sorted(run.data.params.items()))
-            found.setdefault(key, (run.info.run_id, dict(run.data.metrics)))
+            params = run.data.params.items()
+            key = tuple(sorted((k, v) for k, v in params if k != STREAM_PARAM))
+            found.setdefault(key, (run.info.run_id, dict(run.data.metrics), _facts(run)))
         token = page.token
         if not token:
             return found
 
 
 def render(
-    cells: list[Cell], *, suite: str, command: str, plots: list[tuple[str, Path]] = ()
+    cells: list[Cell],
+    *,
+    suite: str,
+    command: str,
+    plots: list[tuple[str, Path]] = (),
+    tuned: dict[str, Tuned] | None = None,
 ) -> str:
     tasks = _tasks(cells)
     header = ["method", "setting", *[f"{t} (avg target)" for t in tasks]]
-    header += ["trained params", "peak RSS MB", "train s"]
+    header += ["trained params", "peak RSS MB", "train s (with stages)"]
     lines = [
         f"# Methods compared on the {suite} suite",
         "",
@@ -133,21 +263,23 @@ def render(
         "Average target score per task (zero-shot pairs; entity F1 for NER, accuracy otherwise),",
         "mean ± standard deviation over seeds; one MLflow run per seed. *Trained params* counts",
         "what the run trains plus what the method trained before it and froze (MAD-X's language",
-        "adapters); *train s* is the run's training loop, without those stages (see below).",
+        "adapters); *train s* is the run's training loop plus the time its stages took to train",
+        "(when they were trained, in this run or an earlier one whose cache it reused).",
         "Each setting averages over its own targets (mixed trains on more languages, so fewer",
         "pairs are targets, and the unseen task-language combinations among them): compare",
-        "methods within a setting.",
+        "methods within a setting. A † marks a method with a run that did not learn (a source",
+        "pair's test score not above the majority reference; see below).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for c in cells:
-        row = [f"`{c.method}`", c.setting]
+        row = [f"`{c.method}`" + " †" * any(_failed(c)), c.setting]
         row += [mean_sd(c.values(f"eval/{t}/avg_target")) for t in tasks]
         trained = [trained_params(m) for m in c.runs]
         row += [f"{int(statistics.fmean(trained)):,}"]
         row += [f"{statistics.fmean(c.values('memory/peak_rss_mb')):,.0f}"]
-        row += [f"{statistics.fmean(c.values('time/train_s')):.1f}"]
+        row += [f"{statistics.fmean(_seconds(m) for m in c.runs):.1f}"]
         lines.append("| " + " | ".join(row) + " |")
     for setting in dict.fromkeys(c.setting for c in cells):  # fitted on the setting's sources
         first = next(c for c in cells if c.setting == setting).runs[0]
@@ -155,19 +287,129 @@ def render(
             values = [first.get(f"reference/{name}/{t}/avg_target") for t in tasks]
             texts = ["-" if v is None else f"{v:.1f}" for v in values]
             lines.append(f"| reference: {name} | {setting} | " + " | ".join(texts) + " | | | |")
+    lines += ["", "## Budgets", "", *_budget_note(), ""]
+    lines += _budget_table(cells)
+    lines += ["", *_budget_reading(cells)]
+    lines += ["", "## Source pairs", "", *_source_note(), ""]
+    lines += _source_table(cells, tasks)
+    if tuned:
+        lines += ["", "## Tuning", "", *_tuning(tuned)]
     if plots:
         lines += ["", *[f"![{title}]({path.name})" for title, path in plots]]
-    staged = [c for c in cells if sum(c.values("stages/trained"))]
-    if staged:
-        lines += ["", "Stages trained before the runs (then cached and reused by later runs):", ""]
-        for c in staged:
-            count, seconds = sum(c.values("stages/trained")), sum(c.values("time/stages_s"))
-            lines.append(f"- `{c.method}` ({c.setting}): {count:.0f} stages in {seconds:.0f} s")
-    lines += ["", "Best method per setting and task (computed):", ""]
+    lines += ["", "## Best method per setting and task (computed)", ""]
     lines += _reading(cells, tasks)
-    lines += ["", "Every run (average target score per task; seconds of wall time):", ""]
+    lines += ["", "## Every run", "", "Average target score per task; seconds of wall time.", ""]
     lines += _runs_table(cells, tasks)
     return "\n".join(lines) + "\n"
+
+
+def _budget_note() -> list[str]:
+    return [
+        "What each method trained on, mean over seeds: batches of labelled pairs, MLM batches",
+        "within the run, and batches of stages trained before it (MAD-X's language adapters,",
+        "counted whether trained by this grid or taken from the cache); their non-padding",
+        "tokens; and the training FLOPs, measured (PyTorch's `FlopCounterMode` on one step per",
+        "task, per token, times the tokens; stages included). *Same labelled batches*: every",
+        "seed's runs drew equal labelled streams (`budget.labelled_stream`) across the methods.",
+    ]
+
+
+def _budget_table(cells: list[Cell]) -> list[str]:
+    header = ["method", "setting", *[name for _, name in BUDGET], "same labelled batches"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in cells:
+        row = [f"`{c.method}`", c.setting]
+        for key, _ in BUDGET:
+            values = c.values(key)
+            value = statistics.fmean(values) if values else None
+            if value is None:
+                row.append("-")
+            elif key == "budget/train_flops":
+                row.append(f"{value:.3g}")
+            else:
+                row.append(f"{value:,.0f}")
+        row.append(_same_stream(cells, c))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _streams(cell: Cell) -> tuple[str, ...]:
+    return tuple(t.get(STREAM_PARAM, "") for t in cell.tags)
+
+
+def _same_stream(cells: list[Cell], cell: Cell) -> str:
+    others = [c for c in cells if c.setting == cell.setting and c is not cell]
+    if not all(_streams(cell)) or not others:
+        return "-"
+    return "yes" if all(_streams(c) == _streams(cell) for c in others) else "no"
+
+
+def _budget_reading(cells: list[Cell]) -> list[str]:
+    """Per setting, one line: which budgets the methods compared had in common, which not."""
+    lines = []
+    for setting in dict.fromkeys(c.setting for c in cells):
+        group = [c for c in cells if c.setting == setting]
+        runs = {c.method: list(c.runs) for c in group}
+        streams = {c.method: _streams(c) for c in group}
+        lines.append(f"- {setting}: {budgets_compared(runs, streams)}.")
+    return lines
+
+
+def _source_note() -> list[str]:
+    return [
+        "Average test score on the source pairs (the languages each model trained on with",
+        "labels), mean ± sd over seeds, beside the majority reference: a method that does not",
+        "beat it there learned nothing it could transfer. Runs tagged `warning.not_learned`:",
+    ]
+
+
+def _failed(cell: Cell) -> list[str]:
+    return [t[NOT_LEARNED] for t in cell.tags if NOT_LEARNED in t]
+
+
+def _source_table(cells: list[Cell], tasks: list[str]) -> list[str]:
+    header = ["method", "setting", *[f"{t} (avg source)" for t in tasks], "runs not learned"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in cells:
+        row = [f"`{c.method}`", c.setting]
+        row += [mean_sd(c.values(f"eval/{t}/avg_source")) for t in tasks]
+        failed = _failed(c)
+        row.append(f"{len(failed)} of {len(c.runs)}" + (f": {failed[0]}" if failed else ""))
+        lines.append("| " + " | ".join(row) + " |")
+    for setting in dict.fromkeys(c.setting for c in cells):
+        first = next(c for c in cells if c.setting == setting).runs[0]
+        values = [first.get(f"reference/majority/{t}/avg_source") for t in tasks]
+        texts = ["-" if v is None else f"{v:.1f}" for v in values]
+        lines.append(f"| reference: majority | {setting} | " + " | ".join(texts) + " | |")
+    return lines
+
+
+def _tuning(tuned: dict[str, Tuned]) -> list[str]:
+    lines = [
+        "Every method was tuned by an Optuna study of the same number of trials (TPE, seed 0,",
+        "median pruning), over its own search space, with the grid's budget, on the source",
+        "languages' dev pairs alone; its grid runs take the best trial's values.",
+        "",
+        "| method | study | tuned on | trials (complete, pruned) | best trial | source dev score "
+        "| values |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, t in tuned.items():
+        values = ", ".join(f"`{k}`={_short(v)}" for k, v in sorted(t.values.items()))
+        lines.append(
+            f"| `{label}` | `{t.study}` | {t.setting} | {t.trials} ({t.complete}, {t.pruned}) "
+            f"| {t.best_trial} | {t.best_score:.1f} | {values} |"
+        )
+    return lines
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _seconds(metrics: dict[str, float]) -> float:
+    """Training time with the stages' own (however they were had): what the method costs."""
+    return metrics.get("time/train_s", 0.0) + metrics.get("budget/stage_s", 0.0)
 
 
 def _keys(cells: list[Cell]) -> set[str]:
@@ -177,7 +419,9 @@ def _keys(cells: list[Cell]) -> set[str]:
 def _tasks(cells: list[Cell]) -> list[str]:
     """The tasks the runs were evaluated on: `eval/<task>/avg_target` metrics."""
     keys = _keys(cells)
-    return sorted(k.split("/")[1] for k in keys if k.startswith("eval/") and k.count("/") == 2)
+    return sorted(
+        k.split("/")[1] for k in keys if k.startswith("eval/") and k.endswith("/avg_target")
+    )
 
 
 def _runs_table(cells: list[Cell], tasks: list[str]) -> list[str]:
@@ -251,19 +495,27 @@ def plot(cells: list[Cell], stem: Path) -> list[tuple[str, Path]]:
 
 def _reading(cells: list[Cell], tasks: list[str]) -> list[str]:
     """Per setting and task: the best mean, and whether its lead over the next is larger than
-    the standard deviation of either (else the two are not told apart by these seeds)."""
+    the standard deviation of either (else the two are not told apart by these seeds). Methods
+    whose means tie (to the printed decimal) are named together, none as the best."""
     lines = []
     for setting in dict.fromkeys(c.setting for c in cells):
         for task in tasks:
             key = f"eval/{task}/avg_target"
             scored = [
-                (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, c.method)
+                (round(statistics.fmean(v), 1), statistics.stdev(v) if len(v) > 1 else 0.0,
+                 c.method)
                 for c in cells
                 if c.setting == setting and (v := c.values(key))
-            ]
+            ]  # fmt: skip
             if len(scored) < 2:
                 continue
-            (best, best_sd, winner), (second, second_sd, runner_up) = sorted(scored)[::-1][:2]
+            scored.sort(key=lambda item: -item[0])
+            top = [s for s in scored if s[0] == scored[0][0]]
+            if len(top) > 1:
+                names = ", ".join(f"`{name}`" for _, _, name in top)
+                lines.append(f"- {setting}, {task}: tied at {top[0][0]:.1f}: {names}")
+                continue
+            (best, best_sd, winner), (second, second_sd, runner_up) = scored[:2]
             lead = best - second
             verdict = "clear" if lead > max(best_sd, second_sd) else "within the seeds' spread"
             lines.append(

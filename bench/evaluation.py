@@ -107,16 +107,26 @@ def scored(predictions: list, labels: Sequence[str]) -> list:
 def summarize(results: list[PairResult]) -> dict[str, float]:
     """MLflow metrics: a score per eval pair, the references, and averages over target pairs."""
     metrics: dict[str, float] = {}
-    targets: dict[str, list[PairResult]] = defaultdict(list)
+    roles: dict[tuple[str, str], list[PairResult]] = defaultdict(list)
     for r in results:
         metrics[f"eval/{r.task}/{r.language}/{r.metric}"] = r.score
         for name, value in r.references.items():
             metrics[f"reference/{name}/{r.task}/{r.language}/{r.metric}"] = value
-        if r.role == "target":
-            targets[r.task].append(r)
-    for task, rows in targets.items():
-        metrics[f"eval/{task}/avg_target"] = statistics.fmean(r.score for r in rows)
+        roles[(r.task, r.role)].append(r)
+    for (task, role), rows in roles.items():
+        metrics[f"eval/{task}/avg_{role}"] = statistics.fmean(r.score for r in rows)
         for name in rows[0].references:
             values = [r.references[name] for r in rows]
-            metrics[f"reference/{name}/{task}/avg_target"] = statistics.fmean(values)
+            metrics[f"reference/{name}/{task}/avg_{role}"] = statistics.fmean(values)
     return metrics
+
+
+def not_learned(results: list[PairResult]) -> list[str]:
+    """The source pairs whose test score does not beat the majority reference: a model that
+    did not learn its own training pairs (`task/language score <= majority` each)."""
+    return [
+        f"{r.task}/{r.language} {r.score:.1f} <= {r.references['majority']:.1f}"
+        for r in results
+        if r.role == "source" and "majority" in r.references
+        and r.score <= r.references["majority"]
+    ]  # fmt: skip

@@ -39,11 +39,12 @@ import torch
 from bench.errors import TrainingError
 from bench.method import METHODS, Backbone, Model
 from bench.params import LABELS, shaped_model, stand_in_plan, stand_in_tasks
+from bench.report import REPORTS
 from bench.resources import peak_gpu_mb, peak_rss_mb, reset_peaks
 from bench.runner import make_optimizer
 from bench.settings import Pair
 
-REPORT = Path(__file__).resolve().parent.parent / "reports" / "perf.md"
+REPORT = REPORTS / "perf.md"
 TASK = "pos"
 
 

@@ -24,7 +24,7 @@ from bench.bootstrap import Difference, Estimate
 from bench.errors import BenchError
 from bench.evaluation import PairResult, scored
 from bench.suites import Suite
-from bench.tracking import Tracker, check_store, first_line
+from bench.tracking import NOT_LEARNED, STREAM_PARAM, Tracker, check_store, first_line
 
 REFERENCE_ORDER = ("majority", "lookup")
 
@@ -75,7 +75,9 @@ def _pct(value: float | None) -> str:
 
 # `bench report`: the runs of one suite and setting, read back from MLflow, with bootstrap CIs.
 
-REPORTS = Path(__file__).resolve().parent.parent / "reports"
+# Reports go under ./reports of the directory the command runs in (or to --report), never
+# beside the installed package: a relative path, resolved when written.
+REPORTS = Path("reports")
 SWEEP_TAG = "sweep.study"  # Optuna studies tag their parent and trial runs with it
 _STAGED = "params/stage_trained"
 _CHECK = 1e-6  # recomputed scores further than this from the logged ones are reported
@@ -84,6 +86,55 @@ _CHECK = 1e-6  # recomputed scores further than this from the logged ones are re
 def trained_params(metrics: Mapping[str, float]) -> float:
     """What a run trained: its trainable parameters and those its stages trained before it."""
     return metrics["params/trainable"] + metrics.get(_STAGED, 0)
+
+
+BUDGET = (  # (metric, column) of the budget tables of `report` and `compare`
+    ("budget/labelled_steps", "labelled steps"),
+    ("budget/mlm_steps", "MLM steps"),
+    ("budget/stage_steps", "stage steps"),
+    ("budget/labelled_tokens", "labelled tokens"),
+    ("budget/mlm_tokens", "MLM tokens"),
+    ("budget/stage_tokens", "stage tokens"),
+    ("budget/train_flops", "train FLOPs"),
+)
+_COMPARED = ("budget/labelled_steps", "budget/mlm_steps", "budget/stage_steps",
+             "budget/train_flops")  # fmt: skip
+
+
+def budgets_compared(
+    runs: Mapping[str, list[Mapping[str, float]]], streams: Mapping[str, tuple[str, ...]]
+) -> str:
+    """In words: whether methods (name -> their runs' metrics, their runs' labelled-stream
+    digests by seed) trained on the same labelled batches, and which budgets they share and
+    which differ (labelled, MLM and stage steps, train FLOPs: means over seeds)."""
+    names = dict(BUDGET)
+    same, different = [], []
+    for key in _COMPARED:
+        means = {m: statistics.fmean(v) for m, rs in runs.items()
+                 if (v := [r[key] for r in rs if key in r])}  # fmt: skip
+        if not means:
+            continue
+        low, high = min(means.values()), max(means.values())
+        spec = ".3g" if key == "budget/train_flops" else ",.0f"
+        if high - low <= 1e-9 * max(1.0, high):
+            same.append(f"{names[key]} ({high:{spec}})")
+        else:
+            least, most = min(means, key=means.get), max(means, key=means.get)
+            different.append(
+                f"{names[key]} ({low:{spec}} for `{least}` to {high:{spec}} for `{most}`)"
+            )
+    kinds = set(streams.values())
+    if len(kinds) == 1 and all(next(iter(kinds))):
+        text = "the same labelled batches"
+    elif all(all(s) for s in kinds):
+        text = "**different labelled batches**"
+    else:
+        text = "labelled batches not recorded for every run"
+    if same:
+        text += "; equal " + ", ".join(same)
+    if different:
+        text += "; **unequal " + ", ".join(different) + "**"
+    return text
 
 
 def mean_sd(values: list[float]) -> str:
@@ -114,6 +165,19 @@ class MethodRuns:
     runs: list  # mlflow Runs of the kept configuration, one per seed, by seed
     left_out: list[str]  # why other runs of the method were left out, one line each
     samples: dict[str, Sample] = dataclasses.field(default_factory=dict)  # "task/language" ->
+    # source pairs: "task/language" -> (metric, each seed's score, the majority reference)
+    sources: dict[str, tuple[str, list[float], float | None]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    @property
+    def not_learned(self) -> list[str]:
+        """Its runs' `warning.not_learned` tags: source pairs not above the majority."""
+        return [r.data.tags[NOT_LEARNED] for r in self.runs if NOT_LEARNED in r.data.tags]
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(r.data.params.get(STREAM_PARAM, "") for r in self.runs)
 
     def values(self, key: str) -> list[float]:
         return [r.data.metrics[key] for r in self.runs if key in r.data.metrics]
@@ -247,18 +311,27 @@ def _search(client: MlflowClient, experiment_id: str, query: str, extra: str | N
             return found
 
 
+def label(run) -> str:
+    """A run's method as reports name it: its `variant` tag (`adapter (mlm)`), else `method`."""
+    return run.data.tags.get("variant") or run.data.tags["method"]
+
+
+_RESULTS = ("seed", STREAM_PARAM)  # params that differ between the seeds of one configuration
+
+
 def _group(runs: list, baseline: str) -> list[MethodRuns]:
-    """Runs by their `method` tag. Of a method's configurations (its params other than the
-    seed), the one with the newest run is kept; of a seed run more than once, the newest run."""
+    """Runs by their method's variant (`label`). Of a method's configurations (its params
+    other than the seed), the one with the newest run is kept; of a seed run more than once,
+    the newest run."""
     by_method: dict[str, list] = defaultdict(list)
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        by_method[run.data.tags["method"]].append(run)
+        by_method[label(run)].append(run)
     methods = []
     for name in sorted(by_method, key=lambda m: (m != baseline, m)):
         configs: dict[tuple, list] = defaultdict(list)
         for run in by_method[name]:
             params = run.data.params.items()
-            configs[tuple(sorted((k, v) for k, v in params if k != "seed"))].append(run)
+            configs[tuple(sorted((k, v) for k, v in params if k not in _RESULTS))].append(run)
         kept = list(configs)[-1]  # runs are in order of start: the newest run's configuration
         left_out = [
             f"{_runs(len(older))} of an older configuration ({_differences(dict(c), dict(kept))})"
@@ -288,6 +361,12 @@ def _load_samples(client: MlflowClient, method: MethodRuns, suite: Suite) -> flo
     with tempfile.TemporaryDirectory() as folder:
         for run in method.runs:
             for pair in _results(client, run, folder)["pairs"]:
+                if pair["role"] == "source":
+                    name = f"{pair['task']}/{pair['language']}"
+                    _, scores, _ = method.sources.setdefault(
+                        name, (pair["metric"], [], pair["references"].get("majority"))
+                    )
+                    scores.append(pair["score"])
                 if pair["role"] != "target":
                     continue
                 predictions = scored(pair["predictions"], suite.task(pair["task"]).labels)
@@ -399,7 +478,7 @@ def render(report: Report, command: str, figure_names: Mapping[str, str]) -> str
         f"Regenerate: {_code(command)}",
         "",
         f"Read from `{r.uri}`, experiment `{r.suite}`: the finished runs tagged `setting` = "
-        f"`{r.setting}`{matching}, grouped by their `method` tag. Runs per method: {runs}.",
+        f"`{r.setting}`{matching}, grouped by method (the `variant` tag). Runs per method: {runs}.",
     ]
     left_out = [f"- {line}" for line in r.excluded]
     left_out += [f"- `{m.name}`: {line}" for m in r.methods for line in m.left_out]
@@ -416,10 +495,27 @@ def render(report: Report, command: str, figure_names: Mapping[str, str]) -> str
         "Zero-shot target pairs; entity F1 for NER, accuracy otherwise. Mean ± standard deviation",
         f"over seeds, then the {bootstrap.LEVEL}% bootstrap interval over test examples (see the",
         "end). *Trained params* counts what the run trains plus what the method trained before",
-        "it and froze (MAD-X's language adapters).",
+        "it and froze (MAD-X's language adapters); *train s* the run's training plus the time",
+        "its stages took to train, whether in this run or in the one whose cache it reused.",
+        "A † marks a method with a run that did not learn (see *Source pairs*).",
         "",
     ]
     lines += _summary_table(r, tasks)
+    lines += ["", "## Budgets", "", "What each method trained on, mean over seeds (see the",
+              "README's *Budgets*): steps of labelled, MLM and stage batches and the measured",
+              "training FLOPs (stages included).", ""]  # fmt: skip
+    lines += _budget_table(r)
+    runs = {m.name: [x.data.metrics for x in m.runs] for m in r.methods}
+    lines += ["", f"Compared: {budgets_compared(runs, {m.name: m.streams for m in r.methods})}."]
+    lines += ["", "## Source pairs", "", "Test score on the source pairs (trained on with",
+              "labels), mean ± sd over seeds, beside the majority reference. A model that does",
+              "not beat it did not learn its own training pairs; such runs are tagged",
+              f"`{NOT_LEARNED}`.", ""]  # fmt: skip
+    lines += _source_table(r)
+    tuned = [f"`{m.name}`: study `{t}`" for m in r.methods
+             if (t := m.runs[0].data.tags.get("tune.study"))]  # fmt: skip
+    if tuned:
+        lines += ["", "Tuned (`bench compare --tune`): " + "; ".join(tuned) + "."]
     lines += ["", "## Per target pair", "", f"Mean over seeds [{bootstrap.LEVEL}% interval].", ""]
     lines += _pairs_table(r, tasks)
     lines += ["", f"## Against `{r.baseline}`, paired", ""]
@@ -448,18 +544,55 @@ def _summary_table(r: Report, tasks: list[str]) -> list[str]:
     header += ["trained params", "peak RSS MB", *(["peak GPU MB"] * gpu), "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in r.methods:
-        row = [f"`{m.name}`", str(len(m.runs))]
+        row = [f"`{m.name}`" + " †" * bool(m.not_learned), str(len(m.runs))]
         for task in tasks:
             estimate = r.estimates.get((m.name, task))
             interval = f" {_interval(estimate)}" if estimate else ""
             row.append(mean_sd(m.values(f"eval/{task}/avg_target")) + interval)
         row.append(f"{statistics.fmean(trained_params(x.data.metrics) for x in m.runs):,.0f}")
-        keys = ["memory/peak_rss_mb", *(["memory/peak_gpu_mb"] * gpu), "time/train_s"]
-        row += [_mean(m.values(k), ".0f" if k.startswith("memory") else ".1f") for k in keys]
+        keys = ["memory/peak_rss_mb", *(["memory/peak_gpu_mb"] * gpu)]
+        row += [_mean(m.values(k), ".0f") for k in keys]
+        seconds = [x.data.metrics.get("time/train_s", 0) + x.data.metrics.get("budget/stage_s", 0)
+                   for x in m.runs]  # fmt: skip
+        row.append(_mean(seconds, ".1f"))
         lines.append("| " + " | ".join(row) + " |")
     for name in REFERENCE_ORDER:
         row = [f"reference: {name}", "", *[_pct(r.reference(name, t)) for t in tasks]]
         lines.append("| " + " | ".join(row + [""] * (len(header) - len(row))) + " |")
+    return lines
+
+
+def _budget_table(r: Report) -> list[str]:
+    header = ["method", *[name for _, name in BUDGET]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in r.methods:
+        row = [f"`{m.name}`"]
+        for key, _ in BUDGET:
+            row.append(_mean(m.values(key), ".3g" if key.endswith("flops") else ",.0f"))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _source_table(r: Report) -> list[str]:
+    pairs = sorted({p for m in r.methods for p in m.sources})
+    header = ["pair", "metric", *[f"`{m.name}`" for m in r.methods], "majority"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for pair in pairs:
+        found = [m.sources[pair] for m in r.methods if pair in m.sources]
+        metric, _, majority = found[0]
+        row = [pair, metric]
+        for m in r.methods:
+            if pair not in m.sources:
+                row.append("-")
+                continue
+            scores = m.sources[pair][1]
+            failed = majority is not None and statistics.fmean(scores) <= majority
+            row.append(mean_sd(scores) + " †" * failed)
+        row.append(_pct(majority))
+        lines.append("| " + " | ".join(row) + " |")
+    for m in r.methods:
+        for text in m.not_learned:
+            lines.append(f"\n† `{m.name}`, a run did not learn: {text}")
     return lines
 
 
@@ -503,7 +636,12 @@ def _reading(r: Report, tasks: list[str]) -> list[str]:
         ranked = [(r.estimates[(m.name, task)], m) for m in r.methods
                   if (m.name, task) in r.estimates]  # fmt: skip
         best, winner = max(ranked, key=lambda item: item[0].point)
-        text = f"- {task}: highest mean `{winner.name}` {best.point:.1f} {_interval(best)}"
+        tied = [m for e, m in ranked if round(e.point, 1) == round(best.point, 1)]
+        if len(tied) > 1:
+            names = ", ".join(f"`{m.name}`" for m in tied)
+            text = f"- {task}: no highest mean, {names} tie at {best.point:.1f}"
+        else:
+            text = f"- {task}: highest mean `{winner.name}` {best.point:.1f} {_interval(best)}"
         verdicts: dict[str, list[str]] = defaultdict(list)
         for (name, scope), d in r.differences.items():
             if scope == task:

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,7 @@ from bench.checkpoint import Checkpoint, Checkpoints, restore, training_state
 from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
 from bench.errors import BenchError, Stopped, TrainingError
-from bench.evaluation import PairResult, autocast, evaluate, summarize
+from bench.evaluation import PairResult, autocast, evaluate, not_learned, summarize
 from bench.method import METHODS, Backbone, Method, MethodConfig, Model, Stage, count_parameters
 from bench.references import References
 from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb, reset_peaks
@@ -49,6 +50,8 @@ from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair
 from bench.suites import Suite
 from bench.task import Kind
 from bench.tracking import (
+    NOT_LEARNED,
+    STREAM_PARAM,
     Quiet,
     Tracker,
     check_store,
@@ -412,6 +415,7 @@ def execute(prepared: Prepared) -> RunResult | None:
     params = run_params(request, prepared.suite, prepared.method_config, prepared.train)
     tags = {
         "method": request.method,
+        "variant": variant(prepared.method, prepared.method_config),
         "setting": plan.setting,
         "suite": plan.suite,
         "seed": str(request.seed),
@@ -448,6 +452,15 @@ def execute(prepared: Prepared) -> RunResult | None:
     return result
 
 
+def variant(method: type[Method], config: MethodConfig) -> str:
+    """How reports name a run's method: its name, marked where the run trains MLM and the
+    method by default does not, or the reverse (`adapter (mlm)`: Hyper-X's MLM, without its
+    hypernetwork), so that the two are never taken for one another."""
+    if config.mlm == method.Config().mlm:
+        return method.name
+    return f"{method.name} ({'mlm' if config.mlm else 'no mlm'})"
+
+
 def _where(progress: dict[str, Any]) -> str:
     """Where a checkpoint's `progress` stands, in words."""
     loop, run = progress["loop"], progress["run"]
@@ -458,9 +471,6 @@ def _where(progress: dict[str, Any]) -> str:
 
 def add(totals: dict[str, float], key: str, value: float) -> None:
     totals[key] = totals.get(key, 0) + value
-
-
-STREAM_PARAM = "budget.labelled_stream"  # a result, logged at the end: not a run's input
 
 
 def budget_metrics(progress: Progress) -> dict[str, float]:
@@ -673,6 +683,13 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
     )
     tracker.metrics(metrics)
     tracker.params({STREAM_PARAM: labelled_stream(progress.streams)})
+    if failed := not_learned(pair_results):
+        tracker.tags({NOT_LEARNED: "; ".join(failed)[:5000]})
+        print(
+            f"warning: run {tracker.run_id} did not learn: its source-language test scores do "
+            f"not beat the majority reference ({'; '.join(failed)})",
+            file=sys.stderr,
+        )
     tracker.artifact(
         dataclasses.asdict(prepared.train) | prepared.method_config.flat(), "config.json"
     )

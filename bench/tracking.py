@@ -29,6 +29,12 @@ MAX_BATCH = 500  # below MLflow's per-request limit of 1000 metrics
 REACH_TIMEOUT_S = 5.0  # how long `Tracker.check_reachable` waits for a server to answer
 
 
+# Run keys that are results, not inputs: the digest of the labelled batches a run trained on (a
+# param logged at its end), and the tag of a run whose source scores did not beat the majority.
+STREAM_PARAM = "budget.labelled_stream"
+NOT_LEARNED = "warning.not_learned"
+
+
 def resolve_uri(output: Path, tracking_uri: str | None) -> str:
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{(output / 'mlflow.db').resolve()}"

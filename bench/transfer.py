@@ -12,9 +12,10 @@ import statistics
 from pathlib import Path
 
 from bench import runner
+from bench.report import REPORTS
 from bench.suites import Suite
 
-REPORT = Path(__file__).resolve().parent.parent / "reports" / "demo" / "transfer.md"
+REPORT = REPORTS / "demo" / "transfer.md"
 
 
 def measure(

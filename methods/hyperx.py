@@ -46,6 +46,12 @@ class HyperXConfig(MethodConfig):
     untrained_languages: bool = option(
         False, "evaluate languages with neither labels nor MLM text (untrained embedding)"
     )
+    projector_init: str = option(
+        "reference",
+        "source projector init: reference (weights N(0, 0.01), biases zero, as the reference "
+        "code) or pytorch (torch.nn.Linear's default)",
+        choices=("reference", "pytorch"),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,11 +142,18 @@ class HyperNetwork(nn.Module):
                 for name, shape in self.shapes.items()
             }
         )
-        self.reset_parameters()
+        self.reset_parameters(config.projector_init)
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, projector_init: str = "reference") -> None:
         for table in (self.task_embedding, self.language_embedding, self.layer_embedding):
             nn.init.normal_(table.weight, 0.0, 1.0)
+        linears = [m for m in self.projector if isinstance(m, nn.Linear)]
+        for linear in linears:
+            if projector_init == "reference":
+                nn.init.normal_(linear.weight, 0.0, 0.01)
+                nn.init.zeros_(linear.bias)
+            else:
+                linear.reset_parameters()
         for generator in self.generators.values():
             nn.init.normal_(generator.weight, 0.0, 0.01)
             nn.init.zeros_(generator.bias)

@@ -16,7 +16,8 @@ def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
     assert main(args) == 0
     text, runs = report.read_text().split("Every run")
     assert "python -m bench compare --methods dummy --settings multi-task,mixed --seeds 2" in text
-    rows = [line for line in text.splitlines() if line.startswith("| `dummy`")]
+    summary = text.split("## Budgets")[0]
+    rows = [line for line in summary.splitlines() if line.startswith("| `dummy`")]
     assert [row.split(" | ")[1] for row in rows] == ["multi-task", "mixed"]
     assert all("±" in row for row in rows)  # two seeds: mean ± sd
     each = [line.split(" | ") for line in runs.splitlines() if line.startswith("| `dummy`")]
@@ -33,7 +34,7 @@ def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
     more = [*args[:6], "3", *args[7:], "--reuse"]
     assert main(more) == 0
     assert len(client.search_runs([experiment.experiment_id])) == 6
-    assert report.read_text().split("Every run")[0].count("| `dummy`") == 2
+    assert report.read_text().split("## Budgets")[0].count("| `dummy`") == 2
 
 
 def test_compare_refuses_an_unknown_method_before_running(tmp_path, capsys):

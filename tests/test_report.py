@@ -65,7 +65,8 @@ def test_table_numbers_are_the_mlflow_means_and_intervals_hold_them(store, writt
     kept = {"dummy": ids[1:3], "adapter": ids[3:5]}
     assert [m.name for m in built.methods] == ["dummy", "adapter"]
     assert {m.name: [r.info.run_id for r in m.runs] for m in built.methods} == kept
-    rows = {line.split(" | ")[0][3:-1]: line.split(" | ") for line in written[1].splitlines()
+    summary = written[1].split("## Budgets")[0]
+    rows = {line.split("`")[1]: line.split(" | ") for line in summary.splitlines()
             if line.startswith("| `") and " | 2 | " in line}  # fmt: skip
     for method, run_ids in kept.items():
         metrics = [client.get_run(i).data.metrics for i in run_ids]
