@@ -973,9 +973,10 @@ def measure_flops(
     prepared: Prepared, model: Model, data: dict[Pair, PairData], batch_size: int, seed: int
 ) -> dict[str, float]:
     """Per task: the FLOPs of one training step (forward and backward, as PyTorch's
-    `FlopCounterMode` counts them) per non-padding token, on a batch of the task's first pair.
-    Training is left as it was: the step's random draws are forked off, its gradients dropped,
-    and no optimizer step is taken."""
+    `FlopCounterMode` counts them) per non-padding token, on a batch of the task's first pair
+    (masked from `seed`: an MLM head's FLOPs depend on how many tokens are masked). Training is
+    left as it was: the step's random draws are forked off, its gradients dropped, and no
+    optimizer step is taken."""
     collator = Collator(prepared.tokenizer, prepared.train.mlm_probability, seed, prepared.device)
     cuda = [prepared.device] if prepared.device.type == "cuda" else []
     flops: dict[str, float] = {}
@@ -983,12 +984,14 @@ def measure_flops(
         if pair.task in flops:
             continue
         examples = data[pair].examples(list(range(min(batch_size, len(data[pair])))))
-        batch = collator(examples, data[pair].kind)
         model.train()
-        with torch.random.fork_rng(devices=cuda), FlopCounterMode(display=False) as counter:
-            with autocast(prepared.train.precision, prepared.device):
-                loss = model(batch, pair).loss
-            loss.backward()
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)  # the same masks whatever training drew before
+            batch = collator(examples, data[pair].kind)
+            with FlopCounterMode(display=False) as counter:
+                with autocast(prepared.train.precision, prepared.device):
+                    loss = model(batch, pair).loss
+                loss.backward()
         model.zero_grad(set_to_none=True)
         flops[pair.task] = counter.get_total_flops() / int(batch["attention_mask"].sum())
     return flops
