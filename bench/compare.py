@@ -22,8 +22,15 @@ from mlflow import MlflowClient
 
 from bench import runner, sweep
 from bench.errors import BenchError, TrainingError
-from bench.report import BUDGET, budgets_compared, mean_sd, trained_params
-from bench.tracking import NOT_LEARNED, STREAM_PARAM, param_text, resolve_uri
+from bench.report import (
+    BUDGET,
+    budget_cell,
+    budgets_compared,
+    mean_sd,
+    trained_params,
+    trained_seconds,
+)
+from bench.tracking import NOT_LEARNED, STREAM_PARAM, input_params, param_text, resolve_uri
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +187,9 @@ def run_grid(
     tuned = tuned or {}
     requests = {}
     for entry in entries:
-        chosen, extra = tuned_entry(entry, tuned.get(entry.label))
-        grid = {"suite": suite, "output": output, "train": {**train, **extra}, "plugins": plugins}
         study = tuned.get(entry.label)
+        chosen, extra = tuned_entry(entry, study)
+        grid = {"suite": suite, "output": output, "train": {**train, **extra}, "plugins": plugins}
         tags = {"tune.study": study.study, "tune.trials": str(study.trials)} if study else {}
         for setting in settings:
             requests[(entry.label, setting)] = [
@@ -236,8 +243,7 @@ def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict
             [found_experiment.experiment_id], "attributes.status = 'FINISHED'", page_token=token
         )
         for run in page:
-            params = run.data.params.items()
-            key = tuple(sorted((k, v) for k, v in params if k != STREAM_PARAM))
+            key = tuple(sorted(input_params(run.data.params).items()))
             found.setdefault(key, (run.info.run_id, dict(run.data.metrics), _facts(run)))
         token = page.token
         if not token:
@@ -279,7 +285,7 @@ def render(
         trained = [trained_params(m) for m in c.runs]
         row += [f"{int(statistics.fmean(trained)):,}"]
         row += [f"{statistics.fmean(c.values('memory/peak_rss_mb')):,.0f}"]
-        row += [f"{statistics.fmean(_seconds(m) for m in c.runs):.1f}"]
+        row += [f"{statistics.fmean(trained_seconds(m) for m in c.runs):.1f}"]
         lines.append("| " + " | ".join(row) + " |")
     for setting in dict.fromkeys(c.setting for c in cells):  # fitted on the setting's sources
         first = next(c for c in cells if c.setting == setting).runs[0]
@@ -320,14 +326,7 @@ def _budget_table(cells: list[Cell]) -> list[str]:
     for c in cells:
         row = [f"`{c.method}`", c.setting]
         for key, _ in BUDGET:
-            values = c.values(key)
-            value = statistics.fmean(values) if values else None
-            if value is None:
-                row.append("-")
-            elif key == "budget/train_flops":
-                row.append(f"{value:.3g}")
-            else:
-                row.append(f"{value:,.0f}")
+            row.append(budget_cell(key, c.values(key)))
         row.append(_same_stream(cells, c))
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -405,11 +404,6 @@ def _tuning(tuned: dict[str, Tuned]) -> list[str]:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _seconds(metrics: dict[str, float]) -> float:
-    """Training time with the stages' own (however they were had): what the method costs."""
-    return metrics.get("time/train_s", 0.0) + metrics.get("budget/stage_s", 0.0)
 
 
 def _keys(cells: list[Cell]) -> set[str]:

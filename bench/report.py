@@ -24,7 +24,14 @@ from bench.bootstrap import Difference, Estimate
 from bench.errors import BenchError
 from bench.evaluation import PairResult, scored
 from bench.suites import Suite
-from bench.tracking import NOT_LEARNED, STREAM_PARAM, Tracker, check_store, first_line
+from bench.tracking import (
+    NOT_LEARNED,
+    STREAM_PARAM,
+    Tracker,
+    check_store,
+    first_line,
+    input_params,
+)
 
 REFERENCE_ORDER = ("majority", "lookup")
 
@@ -88,6 +95,11 @@ def trained_params(metrics: Mapping[str, float]) -> float:
     return metrics["params/trainable"] + metrics.get(_STAGED, 0)
 
 
+def trained_seconds(metrics: Mapping[str, float]) -> float:
+    """Training time with the stages' own (however they were had): what the method costs."""
+    return metrics.get("time/train_s", 0.0) + metrics.get("budget/stage_s", 0.0)
+
+
 BUDGET = (  # (metric, column) of the budget tables of `report` and `compare`
     ("budget/labelled_steps", "labelled steps"),
     ("budget/mlm_steps", "MLM steps"),
@@ -99,6 +111,11 @@ BUDGET = (  # (metric, column) of the budget tables of `report` and `compare`
 )
 _COMPARED = ("budget/labelled_steps", "budget/mlm_steps", "budget/stage_steps",
              "budget/train_flops")  # fmt: skip
+
+
+def budget_cell(key: str, values: list[float]) -> str:
+    """A `BUDGET` column's cell: the mean over seeds (FLOPs to three figures), or "-"."""
+    return _mean(values, ".3g" if key.endswith("flops") else ",.0f")
 
 
 def budgets_compared(
@@ -316,9 +333,6 @@ def label(run) -> str:
     return run.data.tags.get("variant") or run.data.tags["method"]
 
 
-_RESULTS = ("seed", STREAM_PARAM)  # params that differ between the seeds of one configuration
-
-
 def _group(runs: list, baseline: str) -> list[MethodRuns]:
     """Runs by their method's variant (`label`). Of a method's configurations (its params
     other than the seed), the one with the newest run is kept; of a seed run more than once,
@@ -330,8 +344,8 @@ def _group(runs: list, baseline: str) -> list[MethodRuns]:
     for name in sorted(by_method, key=lambda m: (m != baseline, m)):
         configs: dict[tuple, list] = defaultdict(list)
         for run in by_method[name]:
-            params = run.data.params.items()
-            configs[tuple(sorted((k, v) for k, v in params if k not in _RESULTS))].append(run)
+            params = input_params(run.data.params).items()  # the seeds of one configuration:
+            configs[tuple(sorted((k, v) for k, v in params if k != "seed"))].append(run)
         kept = list(configs)[-1]  # runs are in order of start: the newest run's configuration
         left_out = [
             f"{_runs(len(older))} of an older configuration ({_differences(dict(c), dict(kept))})"
@@ -552,9 +566,7 @@ def _summary_table(r: Report, tasks: list[str]) -> list[str]:
         row.append(f"{statistics.fmean(trained_params(x.data.metrics) for x in m.runs):,.0f}")
         keys = ["memory/peak_rss_mb", *(["memory/peak_gpu_mb"] * gpu)]
         row += [_mean(m.values(k), ".0f") for k in keys]
-        seconds = [x.data.metrics.get("time/train_s", 0) + x.data.metrics.get("budget/stage_s", 0)
-                   for x in m.runs]  # fmt: skip
-        row.append(_mean(seconds, ".1f"))
+        row.append(_mean([trained_seconds(x.data.metrics) for x in m.runs], ".1f"))
         lines.append("| " + " | ".join(row) + " |")
     for name in REFERENCE_ORDER:
         row = [f"reference: {name}", "", *[_pct(r.reference(name, t)) for t in tasks]]
@@ -568,7 +580,7 @@ def _budget_table(r: Report) -> list[str]:
     for m in r.methods:
         row = [f"`{m.name}`"]
         for key, _ in BUDGET:
-            row.append(_mean(m.values(key), ".3g" if key.endswith("flops") else ",.0f"))
+            row.append(budget_cell(key, m.values(key)))
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

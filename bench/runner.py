@@ -58,6 +58,7 @@ from bench.tracking import (
     first_line,
     git_state,
     hide_password,
+    input_params,
     param_text,
     resolve_uri,
 )
@@ -210,7 +211,7 @@ def _resumable(request: Request, params: dict[str, Any]) -> Checkpoint | None:
         ) from None
     if run.info.status == "FINISHED":
         raise BenchError(f"--resume {run_id}: the run is FINISHED; there is nothing to resume")
-    logged = {k: v for k, v in run.data.params.items() if k != STREAM_PARAM}
+    logged = input_params(run.data.params)
     asked = {k: param_text(v) for k, v in params.items()}
     for key in sorted(set(logged) | set(asked)):
         if logged.get(key) != asked.get(key):

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ REACH_TIMEOUT_S = 5.0  # how long `Tracker.check_reachable` waits for a server t
 # param logged at its end), and the tag of a run whose source scores did not beat the majority.
 STREAM_PARAM = "budget.labelled_stream"
 NOT_LEARNED = "warning.not_learned"
+
+
+def input_params(params: Mapping[str, str]) -> dict[str, str]:
+    """A run's logged params without those that are results (`STREAM_PARAM`): what it was asked."""
+    return {k: v for k, v in params.items() if k != STREAM_PARAM}
 
 
 def resolve_uri(output: Path, tracking_uri: str | None) -> str:
