@@ -8,6 +8,8 @@ import functools
 import hashlib
 import itertools
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,10 +118,25 @@ def load_pair(
     else:
         encoded = datasets.Dataset.from_dict(encode(task, rows, tokenizer, max_length))
         if path is not None:
-            tmp = path.with_name(path.name + ".tmp")
-            encoded.save_to_disk(str(tmp))
-            tmp.rename(path)  # a crash mid-write never leaves a cache entry that looks complete
+            _write_cache(encoded, path)
     return PairData(Pair(task.name, language), task.kind, rows, encoded, digest, cached)
+
+
+def _write_cache(encoded: datasets.Dataset, path: Path) -> None:
+    """Writes a cache entry under a temporary name of its own, then renames it into place: a
+    crash mid-write never leaves an entry that looks complete, and of two processes encoding the
+    same split at once (sweep workers, grids on one output), the first to finish keeps its entry
+    and the other drops its copy (they are equal: the key names everything they are made of)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        encoded.save_to_disk(str(tmp / "data"))
+        (tmp / "data").rename(path)
+    except OSError:
+        if not path.exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def encode(task: Task, dataset: datasets.Dataset, tokenizer, max_length: int) -> dict[str, list]:

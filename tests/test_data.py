@@ -1,3 +1,4 @@
+import datasets
 import numpy as np
 import pytest
 from test_formats import CONLLU
@@ -47,6 +48,28 @@ def test_encodings_are_cached_and_invalidated_by_their_key(demo, tokenizer, tmp_
     load_pair(task, demo.main_source, "dev", tokenizer, max_length=48, cache_dir=tmp_path)
     load_pair(task, demo.main_source, "dev", tokenizer, max_length=32, cap=10, cache_dir=tmp_path)
     assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_an_entry_another_process_wrote_meanwhile_is_kept(demo, tokenizer, tmp_path, monkeypatch):
+    """Two sweep workers encoding one split at once: the second to finish finds the entry in
+    place, keeps it, and leaves no temporary copy behind."""
+    task, real = demo.task("pos"), datasets.Dataset.save_to_disk
+    other = load_pair(task, demo.main_source, "dev", tokenizer, max_length=32, cache_dir=tmp_path)
+    entry = next(tmp_path.iterdir())
+    held = tmp_path.parent / "held"
+    entry.rename(held)  # the other process's entry, put in place while this one writes
+
+    def save_then_lose_the_race(self, folder, *args, **kwargs):
+        real(self, folder, *args, **kwargs)
+        held.rename(entry)
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", save_then_lose_the_race)
+    data = load_pair(task, demo.main_source, "dev", tokenizer, max_length=32, cache_dir=tmp_path)
+    assert not data.cached and data.columns["input_ids"] == other.columns["input_ids"]
+    assert list(tmp_path.iterdir()) == [entry]
+    monkeypatch.undo()
+    again = load_pair(task, demo.main_source, "dev", tokenizer, max_length=32, cache_dir=tmp_path)
+    assert again.cached and again.columns["input_ids"] == other.columns["input_ids"]
 
 
 def test_the_cache_is_invalidated_when_the_tokenizer_or_the_data_changes(demo, tmp_path):

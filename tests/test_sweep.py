@@ -1,5 +1,6 @@
 """`bench sweep`: Optuna studies of real runs, nested MLflow runs, resuming, several workers."""
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -63,7 +64,11 @@ def _check_recorded_once(output, study, storage=None):
     parent = found.user_attrs["mlflow.parent_run_id"]
     trials = [r for r in runs if r.info.run_id != parent]
     numbers = [int(r.data.tags["sweep.trial"]) for r in trials]
-    assert sorted(numbers) == [t.number for t in found.trials]  # one run per trial, none lost
+    states = [  # what a failure shows: each trial's state, error and what it retried
+        (t.number, t.state.name, t.user_attrs.get("error"), t.system_attrs.get("failed_trial"))
+        for t in found.trials
+    ]
+    assert sorted(numbers) == [t.number for t in found.trials], states  # one run per trial
     assert all(r.data.tags["mlflow.parentRunId"] == parent for r in trials)
     assert all(t.state in (*DONE, TrialState.FAIL) for t in found.trials)
     assert all(r.info.status != "RUNNING" for r in runs)
@@ -143,6 +148,19 @@ def _postgres_url():
     except Exception as error:
         pytest.skip(f"PostgreSQL at {hide_password(url)} cannot be reached: {error}")
     return url
+
+
+def _check_output_often(output):
+    for _ in range(300):
+        runner._check_output(output)
+
+
+def test_workers_checking_one_output_at_once_do_not_trip_each_other(tmp_path):
+    """Each worker's `runner.prepare` checks that the output folder is writable: with one probe
+    file for all, one worker removed the other's and failed a trial before its MLflow run."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(_check_output_often, [tmp_path, tmp_path])
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
