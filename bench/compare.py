@@ -24,6 +24,7 @@ from bench import runner, sweep
 from bench.errors import BenchError, TrainingError
 from bench.report import (
     BUDGET,
+    SWEEP_TAG,
     budget_cell,
     budgets_compared,
     mean_sd,
@@ -232,7 +233,8 @@ def _key(request: runner.Request) -> tuple:
 
 def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict, dict]]:
     """Params -> (run id, metrics, tags) of the finished runs of a suite in the grid's store
-    (the labelled stream's digest, a result, is not a param the grid asks for)."""
+    (the labelled stream's digest, a result, is not a param the grid asks for). Tuning runs
+    (`SWEEP_TAG`) are not grid runs, as `report` does not count them either."""
     client = MlflowClient(resolve_uri(output, None))
     found_experiment = client.get_experiment_by_name(experiment)
     if found_experiment is None:
@@ -243,6 +245,8 @@ def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict
             [found_experiment.experiment_id], "attributes.status = 'FINISHED'", page_token=token
         )
         for run in page:
+            if SWEEP_TAG in run.data.tags:
+                continue
             key = tuple(sorted(input_params(run.data.params).items()))
             found.setdefault(key, (run.info.run_id, dict(run.data.metrics), _facts(run)))
         token = page.token

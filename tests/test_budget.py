@@ -152,6 +152,11 @@ def test_compare_tunes_every_method_equally_then_runs_the_grid_with_the_best(tmp
     # --reuse finds the tuned runs and the finished studies: no new run, no new trial
     assert main([*args, "--reuse"]) == 0
     assert len(client.search_runs([experiment], "tags.`tune.study` != ''")) == 2
+    # a grid stopped after its tuning runs its grid, not the best trials' runs (a sweep's own)
+    for run in grid:
+        client.delete_run(run.info.run_id)
+    assert main([*args, "--reuse"]) == 0
+    assert len(client.search_runs([experiment], "tags.`tune.study` != ''")) == 2
 
 
 def test_reports_are_written_under_the_current_directory(tmp_path, monkeypatch, capsys):
