@@ -539,6 +539,7 @@ def _counts(text: str, flag: str) -> list[int]:
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench import compare, suites
     from bench.report import REPORTS
+    from bench.settings import check_read
 
     _positive(seeds=args.seeds, **({"tune": args.tune} if args.tune is not None else {}))
     entries = compare.parse_methods(args.methods, tuple(args.plugin))
@@ -548,6 +549,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         train["max_steps"] = args.max_steps
     if args.budget is not None:
         train["budget"] = args.budget
+    check_read(train, settings)  # each cell then leaves out what its setting does not read
     entries = [dataclasses.replace(e, options={**method, **e.options}) for e in entries]
     grid = {"suite": args.suite, "output": args.output, "train": train,
             "plugins": tuple(args.plugin)}  # fmt: skip

@@ -31,6 +31,7 @@ from bench.report import (
     trained_params,
     trained_seconds,
 )
+from bench.settings import ignored
 from bench.tracking import NOT_LEARNED, STREAM_PARAM, input_params, param_text, resolve_uri
 
 
@@ -121,7 +122,8 @@ def _facts(run) -> dict[str, str]:
 def _request(entry: Entry, setting: str, seed: int, grid: dict) -> runner.Request:
     return runner.Request(
         method=entry.method, setting=setting, suite=grid["suite"], seed=seed,
-        output=grid["output"], train=grid["train"], method_options=entry.options,
+        output=grid["output"], method_options=entry.options,
+        train={k: v for k, v in grid["train"].items() if k not in ignored(grid["train"], setting)},
         progress=False, plugins=grid["plugins"],  # loaded again in each run's fresh process
     )  # fmt: skip
 

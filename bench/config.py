@@ -8,6 +8,7 @@ Values arriving as strings (from the command line) are converted by the field's 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -63,7 +64,9 @@ class Config:
         for name, value in values.items():
             if name not in names:
                 valid = ", ".join(self.keys())
-                raise BenchError(f"unknown option {self.section}.{name!r}; valid: {valid}")
+                close = difflib.get_close_matches(name, sorted(names), n=1)
+                hint = f" (did you mean {self.section}.{close[0]}?)" if close else ""
+                raise BenchError(f"unknown option {self.section}.{name}{hint}; valid: {valid}")
             converted[name] = _convert(f"{self.section}.{name}", value, hints[name])
         return dataclasses.replace(self, **converted)
 

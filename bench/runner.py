@@ -47,7 +47,7 @@ from bench.evaluation import PairResult, autocast, evaluate, not_learned, summar
 from bench.method import METHODS, Backbone, Method, MethodConfig, Model, Stage, count_parameters
 from bench.references import References
 from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb, reset_peaks
-from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair
+from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair, check_read
 from bench.suites import Suite
 from bench.task import Kind
 from bench.tracking import (
@@ -267,6 +267,7 @@ def resolve(request: Request) -> tuple[Suite, type[Method], MethodConfig, TrainC
     if request.tasks:
         suite = suite.restricted(request.tasks)
     setting = SETTINGS.get(request.setting)
+    check_read(request.train, [setting.name])
     method = METHODS.get(request.method)
     defaults = suite.method_options.get(method.name, {})
     method_config = method.Config().with_values({**defaults, **request.method_options})

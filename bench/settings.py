@@ -22,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from bench.config import TrainConfig
 from bench.errors import BenchError
@@ -118,14 +119,41 @@ class Setting:
     name: str
     description: str
     build: Callable[[Suite, int, TrainConfig], Plan]
+    reads: tuple[str, ...] = ()  # train options that this setting alone reads (few-shot: shots)
 
 
 SETTINGS: Registry[Setting] = Registry("setting")
 
 
-def _setting(name: str, description: str):
+def _readers(option: str) -> list[str]:
+    """The settings that read a train option only some settings read; [] for the others."""
+    return [s for s in SETTINGS.names() if option in SETTINGS.get(s).reads]
+
+
+def ignored(train: Mapping[str, Any], setting: str) -> set[str]:
+    """The options of `train` that `setting` ignores because only other settings read them."""
+    name = SETTINGS.canonical(setting)
+    return {k for k in train if _readers(k) and name not in _readers(k)}
+
+
+def check_read(train: Mapping[str, Any], settings: list[str]) -> None:
+    """Refuses an option asked for (`--shots`, `--set train.X`) that none of `settings` reads: it
+    would be logged and do nothing."""
+    names = {SETTINGS.canonical(s) for s in settings}
+    for option, value in train.items():
+        readers = _readers(option)
+        if readers and not names & set(readers):
+            where = ", ".join(sorted(names))
+            raise BenchError(
+                f"train.{option}={value} does nothing in setting {where!r}: only "
+                f"{', '.join(readers)} reads it (add --setting {readers[0]}, or drop it)"
+            )
+
+
+def _setting(name: str, description: str, reads: tuple[str, ...] = ()):
     """Registers a setting's Plan builder; suites that spell their settings out (`Suite.settings`)
-    get the Plan they list instead of the derived one."""
+    get the Plan they list instead of the derived one. `reads`: the train options that settings
+    other than this one ignore."""
 
     def decorator(build: Callable[[Suite, int, TrainConfig], Plan]):
         def plan(suite: Suite, seed: int, train: TrainConfig) -> Plan:
@@ -133,7 +161,7 @@ def _setting(name: str, description: str):
                 return _spelled_out(suite, name, seed, train)
             return build(suite, seed, train)
 
-        SETTINGS.add(name, Setting(name, description, plan))
+        SETTINGS.add(name, Setting(name, description, plan, reads))
         return build
 
     return decorator
@@ -290,7 +318,9 @@ def mixed(suite: Suite, seed: int, train: TrainConfig) -> Plan:
     )
 
 
-@_setting("few-shot", "mixed plus k labelled train examples per target pair (train.shots)")
+@_setting(
+    "few-shot", "mixed plus k labelled train examples per target pair (train.shots)", ("shots",)
+)
 def few_shot(suite: Suite, seed: int, train: TrainConfig) -> Plan:
     pairs = _labelled(_mixed_pairs(suite), train.train_cap)
     labelled = {t.pair for t in pairs}

@@ -86,9 +86,18 @@ CASES = [
         "unknown task in a suite file", SUITE_ARGS, "unknown task 'dep'",
         {"mine.toml": ("[tasks.nli.files.en]", "[tasks.dep.files.en]")},
     ),
-    case("unknown option key", ["--set", "method.dropout=0.1"], "unknown option method.'dropout'"),
+    case("unknown option key", ["--set", "method.dropout=0.1"], "unknown option method.dropout"),
     case(
-        "unknown option key in a suite file", SUITE_ARGS, "unknown option train.'max_stepz'",
+        "misspelt option key", ["--set", "method.weight_decy=0.1"],
+        "unknown option method.weight_decy (did you mean method.weight_decay?)",
+    ),
+    case(
+        "a setting's option in another setting", ["--setting", "mixed", "--shots", "5"],
+        "train.shots=5 does nothing in setting 'mixed': only few-shot reads it",
+    ),
+    case(
+        "unknown option key in a suite file", SUITE_ARGS,
+        "unknown option train.max_stepz (did you mean train.max_steps?)",
         {"mine.toml": ("max_steps = 2", "max_stepz = 2")},
     ),
     case("option without a section", ["--set", "lr=0.1"], "--set 'lr=0.1' is invalid"),
@@ -99,7 +108,10 @@ CASES = [
     case("lr not finite", ["--lr", "nan"], "method.lr=nan must be a finite number"),
     case("zero max steps", ["--max-steps", "0"], "train.max_steps=0 is invalid: must be > 0"),
     case("zero eval every", ["--eval-every", "0"], "train.eval_every=0 is invalid: must be > 0"),
-    case("negative shots", ["--shots", "-2"], "train.shots=-2 is invalid: must be > 0"),
+    case(
+        "negative shots", ["--setting", "few-shot", "--shots", "-2"],
+        "train.shots=-2 is invalid: must be > 0",
+    ),
     case(
         "warm-up ratio above 1", ["--set", "train.warmup_ratio=2"],
         "train.warmup_ratio=2.0 is invalid: must be <= 1",

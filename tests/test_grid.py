@@ -33,7 +33,8 @@ def outputs(tmp_path_factory):
 def test_method_runs_in_setting(method, setting, outputs):
     request = runner.Request(
         method=method, setting=setting, output=outputs[method], progress=False,
-        train={**TINY, "shots": 2}, method_options=OPTIONS.get(method, {}),
+        train={**TINY, **({"shots": 2} if setting == "few-shot" else {})},
+        method_options=OPTIONS.get(method, {}),
     )  # fmt: skip
     prepared = runner.prepare(request)
     result = runner.execute(prepared)

@@ -1,6 +1,8 @@
 import pytest
 
-from bench.settings import SETTINGS, Pair
+from bench.compare import _request, parse_methods
+from bench.errors import BenchError
+from bench.settings import SETTINGS, Pair, check_read, ignored
 
 
 def build(demo, setting, seed=0, **train):
@@ -78,3 +80,16 @@ def test_restricting_tasks_keeps_every_language(demo):
     (model,) = plan.models
     assert {e.pair.task for e in model.eval} == {"pos"}
     assert {e.pair.language for e in model.eval} == set(demo.languages)
+
+
+def test_an_option_only_another_setting_reads_is_refused_or_left_out_of_its_cells():
+    check_read({"shots": 3, "max_steps": 5}, ["few-shot"])
+    check_read({"shots": 3}, ["mixed", "few-shot"])  # a grid: few-shot reads it
+    with pytest.raises(BenchError, match=r"train.shots=3 does nothing in setting 'mixed'"):
+        check_read({"shots": 3}, ["mixed"])
+    assert ignored({"shots": 3, "max_steps": 5}, "mixed") == {"shots"}
+    assert ignored({"shots": 3, "max_steps": 5}, "few-shot") == set()
+    grid = {"suite": "demo", "output": None, "train": {"shots": 3, "max_steps": 5}, "plugins": ()}
+    entry = parse_methods("dummy")[0]
+    assert _request(entry, "mixed", 0, grid).train == {"max_steps": 5}
+    assert _request(entry, "few-shot", 0, grid).train == {"shots": 3, "max_steps": 5}
