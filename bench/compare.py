@@ -90,6 +90,7 @@ class Tuned:
     best_trial: int
     best_score: float
     values: dict[str, Any]  # option key -> the best trial's value
+    edges: tuple[str, ...] = ()  # the values at an edge of their searched range (`sweep.at_edge`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +163,7 @@ def tune(
         tuned[entry.label] = Tuned(
             name, spec.storage, setting, trials, len(complete),
             sum(r.state == "PRUNED" for r in rows), best.number, best.value, best.params,
+            tuple(sweep.at_edge(spec.space, best.params)),
         )  # fmt: skip
     return tuned
 
@@ -403,8 +405,11 @@ def _tuning(tuned: dict[str, Tuned]) -> list[str]:
         values = ", ".join(f"`{k}`={_short(v)}" for k, v in sorted(t.values.items()))
         lines.append(
             f"| `{label}` | `{t.study}` | {t.setting} | {t.trials} ({t.complete}, {t.pruned}) "
-            f"| {t.best_trial} | {t.best_score:.1f} | {values} |"
+            f"| {t.best_trial} | {t.best_score:.1f} | {values}{' †' * bool(t.edges)} |"
         )
+    for label, t in tuned.items():
+        if t.edges:
+            lines.append(f"\n† `{label}`: {'; '.join(t.edges)}; the best may lie beyond it.")
     return lines
 
 

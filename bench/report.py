@@ -297,14 +297,22 @@ def _find_runs(
         found = _search(client, experiment.experiment_id, query, extra_filter)
     except MlflowException as error:
         raise BenchError(f"--filter {extra_filter!r} is invalid: {first_line(error)}") from None
-    runs = [r for r in found if SWEEP_TAG not in r.data.tags and "method" in r.data.tags]
+    runs = _counted(found)
     if not runs:
         finished = _search(client, experiment.experiment_id, "attributes.status = 'FINISHED'")
-        settings = sorted({r.data.tags.get("setting", "") for r in finished} - {""})
+        settings = sorted({r.data.tags.get("setting", "") for r in _counted(finished)} - {""})
         matching = f" matching --filter {extra_filter!r}" if extra_filter else ""
+        sweeps = sum(SWEEP_TAG in r.data.tags for r in found)
+        tuning = (
+            f": it holds only tuning runs ({_runs(sweeps)} tagged `{SWEEP_TAG}`), which reports "
+            "leave out; run the best values with `bench run` or `bench compare --seeds N`"
+            if sweeps
+            else ""
+        )
         raise BenchError(
-            f"no finished runs of setting {setting!r}{matching} in experiment {name!r} of {uri}; "
-            f"settings with finished runs: {', '.join(settings) or 'none'}"
+            f"no finished runs of setting {setting!r}{matching} in experiment {name!r} of {uri}"
+            f"{tuning}; settings with finished runs that reports count: "
+            f"{', '.join(settings) or 'none'}"
         )
     excluded = []
     if sweeps := sum(SWEEP_TAG in r.data.tags for r in found):
@@ -315,6 +323,11 @@ def _find_runs(
     if untagged := len(found) - len(runs) - sweeps:
         excluded.append(f"{_runs(untagged)} without a `method` tag (not written by `bench run`)")
     return runs, excluded
+
+
+def _counted(runs: list) -> list:
+    """The runs reports count: written by `bench run` (a `method` tag), not tuning runs."""
+    return [r for r in runs if SWEEP_TAG not in r.data.tags and "method" in r.data.tags]
 
 
 def _search(client: MlflowClient, experiment_id: str, query: str, extra: str | None = None):

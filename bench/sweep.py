@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import warnings
@@ -44,6 +45,7 @@ from bench.tracking import Tracker, first_line, hide_password, param_text, resol
 HEARTBEAT_S = 20  # a worker writes its running trial's heartbeat this often
 GRACE_S = 60  # a running trial without a heartbeat for this long belongs to a dead worker
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+EDGE_TAG = "warning.best_at_edge"  # on a study's parent run: `at_edge` of the best trial
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +136,29 @@ def describe(distribution: BaseDistribution) -> str:
         return "choice:" + ",".join(map(str, distribution.choices))
     kind = "float" if isinstance(distribution, FloatDistribution) else "int"
     return f"{kind}:{distribution.low}:{distribution.high}" + (":log" if distribution.log else "")
+
+
+EDGE = 0.05  # a best value in the outer 5% of its range (on the log scale where searched so)
+
+
+def at_edge(space: dict[str, BaseDistribution], values: dict[str, Any]) -> list[str]:
+    """The values that lie at an edge of their searched range, where the best may lie beyond
+    it: `method.lr=0.00992 at the high end of float:1e-05:0.01:log`."""
+    found = []
+    for key, distribution in sorted(space.items()):
+        if isinstance(distribution, CategoricalDistribution) or key not in values:
+            continue
+        ends = [distribution.low, distribution.high, values[key]]
+        low, high, value = map(math.log, ends) if distribution.log else ends
+        if high <= low:
+            continue
+        where = (value - low) / (high - low)
+        end = "low" if where <= EDGE else "high" if where >= 1 - EDGE else None
+        if end:
+            found.append(
+                f"{key}={_short(values[key])} at the {end} end of {describe(distribution)}"
+            )
+    return found
 
 
 def open_storage(url: str, tracking_uri: str) -> optuna.storages.RDBStorage:
@@ -421,6 +446,8 @@ def finish(sweep: Sweep) -> list[Row]:
         best = study.best_trial
         tags = {"best.trial": str(best.number), "best.score": f"{best.value:.4f}"}
         tags |= {f"best.{k}": param_text(v) for k, v in best.params.items()}
+        if edges := at_edge(sweep.space, best.params):
+            tags[EDGE_TAG] = "; ".join(edges)
         if run := runs.get(str(best.number)):
             tags["best.run_id"] = run.info.run_id
         for key, value in tags.items():
@@ -464,6 +491,8 @@ def render(sweep: Sweep, rows: list[Row]) -> str:
         best = max(complete, key=lambda r: r.value)
         options = " ".join(f"--set {k}={best.params[k]}" for k in keys)
         summary += f"\nbest: trial {best.number}, selection score {best.value:.2f}: {options}"
+        if edges := at_edge(sweep.space, best.params):
+            summary += f"\nwarning: {'; '.join(edges)}: the best may lie beyond; widen --space"
     return "\n".join([*lines, "", summary])
 
 

@@ -123,6 +123,12 @@ def test_a_sweep_prunes_stops_resumes_and_nests_its_runs(tmp_path):
     assert tags["best.trial"] == str(best.number) and tags["best.run_id"] == run.info.run_id
     assert float(tags["best.method.lr"]) == pytest.approx(best.params["method.lr"])
     assert f"best: trial {best.number}" in resumed.stdout
+    # a folder holding only a sweep: report says its runs are tuning runs, and what to run
+    report = subprocess.run([sys.executable, "-m", "bench", "report", "--output", str(output)],
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert report.returncode == 2
+    assert ": it holds only tuning runs (" in report.stderr and "reports leave out" in report.stderr
+    assert report.stderr.rstrip().endswith("settings with finished runs that reports count: none")
 
 
 @pytest.mark.slow
@@ -283,3 +289,44 @@ def test_a_study_cannot_resume_with_another_space_and_storage_errors_are_one_lin
     assert "secret" not in err
     client = MlflowClient(_uri(output))
     assert len(client.search_runs([client.get_experiment_by_name("demo").experiment_id])) == 1
+
+
+def test_a_best_value_at_an_edge_of_its_searched_range_is_named(tmp_path):
+    space = {
+        "method.lr": FloatDistribution(1e-5, 1e-2, log=True),
+        "method.bottleneck": IntDistribution(16, 256, log=True),
+        "train.warmup_ratio": FloatDistribution(0.0, 0.2),
+        "method.mlm": CategoricalDistribution([True, False]),
+    }
+    inside = {"method.lr": 3e-4, "method.bottleneck": 64, "train.warmup_ratio": 0.1}
+    assert sweep.at_edge(space, {**inside, "method.mlm": True}) == []
+    edges = {"method.lr": 0.00992, "method.bottleneck": 16, "train.warmup_ratio": 0.1}
+    assert sweep.at_edge(space, edges) == [
+        "method.bottleneck=16 at the low end of int:16:256:log",
+        "method.lr=0.00992 at the high end of float:1e-05:0.01:log",
+    ]
+    spec = sweep.Sweep(runner.Request("dummy", output=tmp_path), "s", "sqlite://", 2, space,
+                       True, "", "")  # fmt: skip
+    rows = [
+        sweep.Row(0, "COMPLETE", 50.0, {**edges, "method.mlm": True}, "", 1.0, ""),
+        sweep.Row(1, "COMPLETE", 40.0, {**inside, "method.mlm": True}, "", 1.0, ""),
+    ]
+    last = sweep.render(spec, rows).splitlines()[-1]
+    assert (
+        last.startswith("warning: method.bottleneck=16 at the low end") and "widen --space" in last
+    )
+
+
+def test_compare_marks_a_tuned_value_at_an_edge():
+    from bench.compare import Tuned, _tuning
+
+    edge = "method.lr=0.00992 at the high end of float:1e-05:0.01:log"
+    tuned = {
+        "hyperx": Tuned("t-h", "sqlite://", "mixed", 3, 3, 0, 1, 84.0, {"method.lr": 0.00992},
+                        (edge,)),
+        "adapter": Tuned("t-a", "sqlite://", "mixed", 3, 2, 1, 0, 83.0, {"method.lr": 3e-4}),
+    }  # fmt: skip
+    lines = _tuning(tuned)
+    assert next(x for x in lines if "`hyperx`" in x).endswith("`method.lr`=0.00992 † |")
+    assert next(x for x in lines if "`adapter`" in x).endswith("`method.lr`=0.0003 |")
+    assert f"† `hyperx`: {edge}; the best may lie beyond it." in "\n".join(lines)
