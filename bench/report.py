@@ -34,6 +34,23 @@ from bench.tracking import (
 )
 
 REFERENCE_ORDER = ("majority", "lookup")
+NOT_TRANSFER = "‡"  # a target score not above `transfer_bar`: no evidence of transfer
+NOT_TRANSFER_NOTE = (
+    f"{NOT_TRANSFER} not above the word-lookup reference (the majority one where there is no "
+    "lookup): no evidence of transfer"
+)
+
+
+def transfer_bar(references: Mapping[str, float | None]) -> float | None:
+    """What a target score must beat to show transfer: the lookup reference, else the majority."""
+    lookup = references.get("lookup")
+    return lookup if lookup is not None else references.get("majority")
+
+
+def marked(score: float, references: Mapping[str, float | None], text: str) -> str:
+    """`text` (the score as shown) with `NOT_TRANSFER` when the score does not beat the bar."""
+    bar = transfer_bar(references)
+    return f"{text} {NOT_TRANSFER}" if bar is not None and score <= bar else text
 
 
 def results_table(results: list[PairResult], names: Mapping[str, str] | None = None) -> str:
@@ -54,17 +71,24 @@ def results_table(results: list[PairResult], names: Mapping[str, str] | None = N
         for r in items:
             language = f"{r.language} {names.get(r.language, '')}".strip()
             values = [_pct(r.references.get(name)) for name in refs]
-            rows.append([task, language, r.role, r.metric, _pct(r.score), *values])
+            score = _pct(r.score)
+            if r.role == "target":
+                score = marked(r.score, r.references, score)
+            rows.append([task, language, r.role, r.metric, score, *values])
         targets = [r for r in items if r.role == "target"]
         if targets:
-            averages = [
-                _pct(statistics.fmean(r.references[name] for r in targets))
-                if all(name in r.references for r in targets)
-                else "-"
+            averaged = {
+                name: statistics.fmean(r.references[name] for r in targets)
                 for name in refs
-            ]
+                if all(name in r.references for r in targets)
+            }
             mean = statistics.fmean(r.score for r in targets)
-            rows.append([task, "avg over targets", "", "", _pct(mean), *averages])
+            averages = [_pct(averaged.get(name)) for name in refs]
+            rows.append([task, "avg over targets", "", "", marked(mean, averaged, _pct(mean)),
+                         *averages])  # fmt: skip
+    if any(NOT_TRANSFER in row[4] for row in rows):
+        for row in rows:  # the digits stay aligned
+            row[4] += "" if NOT_TRANSFER in row[4] else "  "
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []
     for row in [header, *rows]:
@@ -73,6 +97,8 @@ def results_table(results: list[PairResult], names: Mapping[str, str] | None = N
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
+    if any(NOT_TRANSFER in row[4] for row in rows):
+        lines.append(NOT_TRANSFER_NOTE)
     return "\n".join(lines)
 
 
@@ -231,6 +257,9 @@ class Report:
 
     def metric(self, task: str) -> str:
         return next(m.samples[p].metric for m in self.methods for p in m.samples if _in(p, task))
+
+    def references(self, scope: str) -> dict[str, float | None]:
+        return {name: self.reference(name, scope) for name in REFERENCE_ORDER}
 
     def reference(self, name: str, scope: str) -> float | None:
         """A reference score (fitted on the setting's sources: the same for every run)."""
@@ -524,7 +553,9 @@ def render(report: Report, command: str, figure_names: Mapping[str, str]) -> str
         "end). *Trained params* counts what the run trains plus what the method trained before",
         "it and froze (MAD-X's language adapters); *train s* the run's training plus the time",
         "its stages took to train, whether in this run or in the one whose cache it reused.",
-        "A † marks a method with a run that did not learn (see *Source pairs*).",
+        "A † marks a method with a run that did not learn (see *Source pairs*), a ‡ a target",
+        "score not above the word-lookup reference (the majority one where there is no lookup),",
+        "here and per target pair: no evidence of transfer.",
         "",
     ]
     lines += _summary_table(r, tasks)
@@ -575,7 +606,11 @@ def _summary_table(r: Report, tasks: list[str]) -> list[str]:
         for task in tasks:
             estimate = r.estimates.get((m.name, task))
             interval = f" {_interval(estimate)}" if estimate else ""
-            row.append(mean_sd(m.values(f"eval/{task}/avg_target")) + interval)
+            values = m.values(f"eval/{task}/avg_target")
+            text = mean_sd(values) + interval
+            row.append(
+                marked(statistics.fmean(values), r.references(task), text) if values else text
+            )
         row.append(f"{statistics.fmean(trained_params(x.data.metrics) for x in m.runs):,.0f}")
         keys = ["memory/peak_rss_mb", *(["memory/peak_gpu_mb"] * gpu)]
         row += [_mean(m.values(k), ".0f") for k in keys]
@@ -628,7 +663,8 @@ def _pairs_table(r: Report, tasks: list[str]) -> list[str]:
         row = [pair, r.metric(_task(pair))]
         for m in r.methods:
             estimate = r.estimates.get((m.name, pair))
-            row.append(f"{estimate.point:.1f} {_interval(estimate)}" if estimate else "-")
+            text = f"{estimate.point:.1f} {_interval(estimate)}" if estimate else "-"
+            row.append(marked(estimate.point, r.references(pair), text) if estimate else text)
         row += [_pct(r.reference(name, pair)) for name in REFERENCE_ORDER]
         lines.append("| " + " | ".join(row) + " |")
     return lines

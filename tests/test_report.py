@@ -190,3 +190,26 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(store, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "other.db"]  # no report
+
+
+def test_target_scores_that_do_not_beat_the_lookup_reference_are_marked():
+    from bench.evaluation import PairResult
+
+    def pair(language, role, score, **references):
+        return PairResult("pos", language, "test", role, "all", "accuracy", score, references,
+                          [], [])  # fmt: skip
+
+    table = report.results_table([
+        pair("eng", "source", 90.0, majority=13.8, lookup=79.7),
+        pair("yor", "target", 29.5, majority=20.0, lookup=31.1),  # below lookup: marked
+        pair("wol", "target", 45.0, majority=30.0, lookup=40.0),
+        pair("xyz", "target", 25.0, majority=25.0),  # no lookup: the majority is the bar
+    ]).splitlines()  # fmt: skip
+    rows = {line.split()[1]: line for line in table[1:-1]}
+    assert "29.5 ‡" in rows["yor"] and "25.0 ‡" in rows["xyz"]
+    assert "‡" not in rows["wol"] and "‡" not in rows["eng"]  # a source is never marked
+    assert "33.2" in rows["avg"] and "‡" not in rows["avg"]  # 33.2 against the lookup's avg: -
+    assert table[-1].startswith("‡ not above the word-lookup reference")
+    assert rows["yor"].index("29.5") == rows["wol"].index("45.0")  # the digits stay aligned
+    assert report.marked(31.1, {"majority": 20.0, "lookup": 31.1}, "31.1") == "31.1 ‡"
+    assert report.marked(50.0, {"majority": None, "lookup": None}, "50.0") == "50.0"
