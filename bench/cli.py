@@ -238,7 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--repeats", type=int, default=3, help="timed steps per case (default: 3)")
     perf.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     perf.add_argument("--quick", action="store_true", help="skip the paper's 32 x 256 batch")
-    perf.add_argument("--report", type=Path, help="where to write (default: reports/perf.md)")
+    perf.add_argument(
+        "--startup", action="store_true",
+        help="only time how fast the CLI answers (bench list, bad names) in fresh processes: "
+        "reports/startup.md",
+    )  # fmt: skip
+    perf.add_argument(
+        "--report", type=Path,
+        help="where to write (default: reports/perf.md, or reports/startup.md with --startup)",
+    )  # fmt: skip
     perf.add_argument(
         "--methods", help="methods timed and run (default: the README's six; none: skip them)"
     )
@@ -311,8 +319,9 @@ def _split_sets(pairs: list[str]) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def _request(args: argparse.Namespace):
-    """The runner's Request from the flags of `run` or `sweep`."""
-    from bench import runner
+    """The runner's Request from the flags of `run` or `sweep`, checked (names, options, files)
+    before torch and the other heavy libraries load."""
+    from bench.request import Request, resolve
 
     train, method = _split_sets(args.set)
     train.update(_train_overrides(args))
@@ -324,7 +333,7 @@ def _request(args: argparse.Namespace):
             train[key] = getattr(args, flag)
     if getattr(args, "lr", None) is not None:
         method["lr"] = args.lr
-    return runner.Request(
+    request = Request(
         method=args.method, setting=args.setting, suite=args.suite, seed=args.seed,
         output=args.output, tracking_uri=args.tracking_uri,
         backbone_init=getattr(args, "backbone_init", "pretrained"), train=train,
@@ -332,23 +341,26 @@ def _request(args: argparse.Namespace):
         plugins=tuple(args.plugin), resume=getattr(args, "resume", None),
         trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
+    resolve(request)
+    return request
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _positive(processes=args.processes)
+    request = _request(args)
     from bench import distributed, runner
     from bench.interrupts import stop_on_sigterm
     from bench.report import results_table
 
-    _positive(processes=args.processes)
     launched = distributed.launched()
     if launched == 1 and args.processes > 1:
-        runner.prepare(_request(args))  # every check, and the data cache, before any launch
+        runner.prepare(request)  # every check, and the data cache, before any launch
         return distributed.launch(args.argv, args.processes)
     if launched > 1 and args.processes not in (1, launched):
         raise BenchError(f"--processes {args.processes}, but launched in {launched} processes")
     group = distributed.current()
     with group.first():  # process 0 fills the caches the others read
-        prepared = runner.prepare(_request(args))
+        prepared = runner.prepare(request)
     stop_on_sigterm()
     try:
         result = runner.execute(prepared)
@@ -402,13 +414,14 @@ def _without(argv: list[str], flag: str) -> list[str]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    _positive(trials=args.trials, workers=args.workers)
+    request = _request(args)
     from bench import sweep
     from bench.interrupts import stop_on_sigterm
     from bench.tracking import hide_password, ui_hint
 
-    _positive(trials=args.trials, workers=args.workers)
     spec = sweep.prepare(
-        _request(args), trials=args.trials, study=args.study, storage=args.storage,
+        request, trials=args.trials, study=args.study, storage=args.storage,
         space=sweep.parse_space(args.space), prune=not args.no_prune,
     )  # fmt: skip
     stop_on_sigterm()
@@ -426,17 +439,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench import leakage, plugins, suites
-    from bench.settings import SETTINGS
+    from bench import leakage, plugins, request, suites
+    from bench.backbone import backbone_path
+    from bench.settings import SETTINGS, check_read
 
     plugins.load_builtins()
     suite = suites.get(args.suite)
     if _tasks(args):
         suite = suite.restricted(_tasks(args))
+    setting = SETTINGS.get(args.setting)
+    check_read(_train_overrides(args), [setting.name])
     train = suite.train.with_values(_train_overrides(args))
-    plan = SETTINGS.get(args.setting).build(suite, args.seed, train)
+    plan = setting.build(suite, args.seed, train)
     leakage.check(plan, suite, train)
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.render())
+    backbone_path(suite.backbone)  # as a run would: a missing or altered backbone stops here
+    request.check_sources(suite, plan, {m.name: () for m in plan.models}, mlm=True)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0
+    print(plan.render())
+    print(request.render_examples(suite, request.examples(suite, plan, train)))
     return 0
 
 
@@ -485,7 +507,9 @@ def cmd_backbone(args: argparse.Namespace) -> int:
         return 0
     out = args.output or backbone.DEMO_DIR
     kwargs = {} if args.steps is None else {"steps": args.steps}
-    record = backbone.build_demo(out, seed=args.seed, **kwargs)
+    from bench import pretrain
+
+    record = pretrain.build_demo(out, seed=args.seed, **kwargs)
     print(json.dumps(record, indent=2))
     return 0
 
@@ -501,13 +525,16 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from bench import params, plugins
-    from bench.report import REPORTS
+    from bench import plugins
+    from bench.method import METHODS
 
     plugins.load_builtins()
     plugins.load_files(args.plugin)
-    methods = [m for m in args.method.split(",") if m]
+    methods = [METHODS.get(m).name for m in args.method.split(",") if m]
     languages = _counts(args.languages, "--languages")
+    from bench import params
+    from bench.report import REPORTS
+
     shape, tasks = args.backbone_shape, args.tasks
     if len(methods) == 1 and len(languages) == 1:
         (method,), (count,) = methods, languages
@@ -537,19 +564,23 @@ def _counts(text: str, flag: str) -> list[int]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench import compare, suites
-    from bench.report import REPORTS
-    from bench.settings import check_read
+    from bench import suites
+    from bench.request import parse_methods
+    from bench.settings import SETTINGS, check_read
 
     _positive(seeds=args.seeds, **({"tune": args.tune} if args.tune is not None else {}))
-    entries = compare.parse_methods(args.methods, tuple(args.plugin))
-    settings = [s for s in args.settings.split(",") if s]
+    entries = parse_methods(args.methods, tuple(args.plugin))
+    settings = [SETTINGS.get(s).name for s in args.settings.split(",") if s]
+    name = suites.get(args.suite).name  # a suite file's name, not its path
     train, method = _split_sets(args.set)
     if args.max_steps is not None:
         train["max_steps"] = args.max_steps
     if args.budget is not None:
         train["budget"] = args.budget
     check_read(train, settings)  # each cell then leaves out what its setting does not read
+    from bench import compare
+    from bench.report import REPORTS
+
     entries = [dataclasses.replace(e, options={**method, **e.options}) for e in entries]
     grid = {"suite": args.suite, "output": args.output, "train": train,
             "plugins": tuple(args.plugin)}  # fmt: skip
@@ -568,7 +599,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if value is not None and (flag, value) != ("suite", "demo"):
             command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
     command += "".join(f" --set {shlex.quote(item)}" for item in args.set)
-    name = suites.get(args.suite).name  # a suite file's name, not its path
     path = args.report or REPORTS / name / f"compare-{'-'.join(settings)}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     plots = compare.plot(cells, path.with_suffix(""))
@@ -579,12 +609,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
-    from bench import plugins, report, suites
-    from bench.tracking import resolve_uri
+    from bench import plugins, suites
 
     plugins.load_builtins()
     _positive(bootstrap=args.bootstrap)
     suite = suites.get(args.suite)
+    from bench import report
+    from bench.tracking import resolve_uri
+
     path = args.report or report.REPORTS / suite.name / f"{args.setting}.md"
     report.check_writable(path)
     found = report.build(
@@ -602,6 +634,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
+    if args.startup:
+        return _startup(args)
     import torch
 
     from bench import perf, plugins, suites
@@ -654,6 +688,16 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if prepared:
         text += "\n" + perf.render_preprocessing(args.preprocessing, prepared)
     return _write_report(text, args.report or perf.REPORT)
+
+
+def _startup(args: argparse.Namespace) -> int:
+    from bench import perf, startup
+
+    _positive(repeats=args.repeats)
+    text = startup.render(
+        startup.measure(args.repeats), machine=perf.machine(), repeats=args.repeats
+    )
+    return _write_report(text, args.report or perf.REPORT.with_name("startup.md"))
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 from mlflow import MlflowClient
 
 from bench import runner, sweep
-from bench.errors import BenchError, TrainingError
+from bench.errors import TrainingError
 from bench.report import (
     BUDGET,
     SWEEP_TAG,
@@ -31,50 +31,9 @@ from bench.report import (
     trained_params,
     trained_seconds,
 )
+from bench.request import Entry
 from bench.settings import ignored
 from bench.tracking import NOT_LEARNED, STREAM_PARAM, input_params, param_text, resolve_uri
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One method of a grid: `METHOD` or `METHOD:KEY=VALUE[:KEY=VALUE]` (its own options, such
-    as `adapter:mlm=true`), and the name reports give it (`runner.variant`)."""
-
-    method: str
-    options: dict[str, str]
-    label: str
-
-
-def parse_methods(text: str, plugins: tuple[Path, ...] = ()) -> list[Entry]:
-    """`--methods`: comma-separated entries, each checked against the method's options."""
-    from bench import plugins as loader
-    from bench.method import METHODS
-
-    loader.load_builtins()
-    loader.load_files(plugins)
-    entries = []
-    for item in (m.strip() for m in text.split(",") if m.strip()):
-        name, *sets = item.split(":")
-        options = {}
-        for option in sets:
-            key, sep, value = option.partition("=")
-            if not sep or not key:
-                raise BenchError(
-                    f"--methods entry {item!r} is invalid: expected METHOD or "
-                    "METHOD:KEY=VALUE[:KEY=VALUE], e.g. adapter:mlm=true"
-                )
-            options[key.removeprefix("method.")] = value
-        method = METHODS.get(name)
-        config = method.Config().with_values(options)
-        label = runner.variant(method, config)
-        if others := sorted(set(options) - {"mlm"}):
-            label += " [" + ", ".join(f"{k}={options[k]}" for k in others) + "]"
-        entries.append(Entry(name, options, label))
-    labels = [e.label for e in entries]
-    if not entries or len(set(labels)) < len(labels):
-        twice = sorted({x for x in labels if labels.count(x) > 1}) or ["(none given)"]
-        raise BenchError(f"--methods {text!r} is invalid: {', '.join(twice)} more than once")
-    return entries
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,8 +12,8 @@ import torch
 from bench.config import TrainConfig
 from bench.data import Collator, PairData
 from bench.heads import IGNORE
-from bench.method import Model
 from bench.metrics import METRICS
+from bench.model import Model
 from bench.references import References
 from bench.settings import EvalPair
 from bench.task import Kind, Task

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.method import Backbone, MethodConfig, Model, Output
+from bench.method import Backbone, MethodConfig
+from bench.model import Model, Output
 from bench.settings import Pair
 from bench.task import Kind, Task
 

@@ -2,6 +2,10 @@
 
 A module in `methods/` registers a `Method` subclass in `METHODS`; nothing else needs editing.
 Methods never read files: the runner hands them a loaded backbone and the tasks of the plan.
+
+This module loads no heavy library, so that names and options are checked in a blink: a method
+module imports torch, `adapters` or `peft` where it builds its model, not at its top. The model
+classes live in `bench.model` (`Model`, `Output`), which this module also serves by name.
 """
 
 from __future__ import annotations
@@ -10,18 +14,19 @@ import abc
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
-from optuna.distributions import BaseDistribution, FloatDistribution
-from safetensors.torch import load_file, save_file
-from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.config import Config, option
 from bench.registry import Registry
-from bench.settings import ModelPlan, Pair, TrainPair
-from bench.task import Task
+from bench.settings import ModelPlan, TrainPair
+
+if TYPE_CHECKING:  # the registry lists methods without loading torch or their libraries
+    from optuna.distributions import BaseDistribution
+    from torch import nn
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from bench.model import Model
+    from bench.task import Task
 
 
 @dataclasses.dataclass
@@ -72,54 +77,6 @@ class MethodConfig(Config):
     mlm: bool = option(False, "also train on the plan's MLM languages (unlabelled text)")
 
 
-@dataclasses.dataclass
-class Output:
-    loss: torch.Tensor
-    logits: torch.Tensor  # token tasks: (batch, seq, labels); sentence: (batch, labels)
-
-
-class Model(nn.Module, abc.ABC):
-    """What a method builds. One (task, language) pair per batch."""
-
-    @abc.abstractmethod
-    def forward(self, batch: dict[str, torch.Tensor], pair: Pair) -> Output: ...
-
-    def prepare_eval(self, pair: Pair) -> None:
-        """Called before evaluating `pair`; methods that can precompute per pair do it here."""
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def part(self, name: str) -> str:
-        """The part of the model a parameter belongs to, for parameter counts: its top module,
-        with LayerNorms apart (methods that train only the LayerNorms of a part show it)."""
-        part = name.split(".")[0]
-        return f"{part} LayerNorms" if "LayerNorm" in name or "layer_norm" in name else part
-
-    def stage_of(self, name: str) -> str | None:
-        """The stage that trained this (now frozen) parameter before the model, if any."""
-        return None
-
-    def notes(self) -> dict[str, str]:
-        """Facts about how this model was built that a reader of the run must know (a fallback
-        taken, say); the runner logs them as run tags."""
-        return {}
-
-    def save(self, path: str) -> None:
-        """Save the trainable weights (the frozen ones come from the backbone)."""
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k in names}
-        save_file(state, path)
-
-    def load(self, path: str) -> None:
-        state = load_file(path)
-        result = self.load_state_dict(state, strict=False)
-        if result.unexpected_keys:
-            raise ValueError(
-                f"checkpoint {path} has unexpected weights {result.unexpected_keys[:3]}"
-            )
-
-
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """Something a method trains before its model and reuses across runs: MAD-X's language
@@ -154,6 +111,8 @@ class Method(abc.ABC):
     def search_space(cls) -> dict[str, BaseDistribution]:
         """What `bench sweep` searches: option key (`method.lr`, `train.warmup_ratio`) -> an
         Optuna distribution. Methods add their own options to this."""
+        from optuna.distributions import FloatDistribution
+
         return {
             "method.lr": FloatDistribution(1e-5, 1e-2, log=True),
             "train.warmup_ratio": FloatDistribution(0.0, 0.2),
@@ -180,7 +139,19 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """(trainable, total). `parameters()` yields a shared tensor once: tied weights count once."""
-    params = list(module.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+def variant(method: type[Method], config: MethodConfig) -> str:
+    """How reports name a run's method: its name, marked where the run trains MLM and the
+    method by default does not, or the reverse (`adapter (mlm)`: Hyper-X's MLM, without its
+    hypernetwork), so that the two are never taken for one another."""
+    if config.mlm == method.Config().mlm:
+        return method.name
+    return f"{method.name} ({'mlm' if config.mlm else 'no mlm'})"
+
+
+def __getattr__(name: str):
+    """`from bench.method import Model` keeps working: the model classes load on first use."""
+    if name in ("Model", "Output"):
+        from bench import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,7 +37,8 @@ from pathlib import Path
 import torch
 
 from bench.errors import TrainingError
-from bench.method import METHODS, Backbone, Model
+from bench.method import METHODS, Backbone
+from bench.model import Model
 from bench.params import LABELS, shaped_model, stand_in_plan, stand_in_tasks
 from bench.report import REPORTS
 from bench.resources import peak_gpu_mb, peak_rss_mb, reset_peaks

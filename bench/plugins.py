@@ -20,7 +20,8 @@ def load_builtins() -> None:
     for package_name in ("tasks", "methods"):
         package = importlib.import_module(package_name)
         for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package_name}.{module.name}")
+            if not module.name.startswith("_"):  # `_name`: a method's model, loaded on use
+                importlib.import_module(f"{package_name}.{module.name}")
     load_entry_points()
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -52,3 +54,36 @@ class Stopwatch:
 
     def __exit__(self, *exc) -> None:
         self.seconds += time.perf_counter() - self._start
+
+
+class _Once(logging.Filter):
+    """Lets each distinct message through the first time only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def messages_once() -> Iterator[None]:
+    """Within a run, a library message that repeats is shown once (`adapters` warned "There are
+    adapters available but none are activated for the forward pass." 8 times per MAD-X run).
+    The filter sits on the handlers that print library logs: Python's last-resort handler (for
+    loggers with none of their own, as `adapters`') and those of `transformers`' root logger."""
+    once = _Once()
+    handlers = [logging.lastResort, *logging.getLogger("transformers").handlers]
+    handlers = [h for h in handlers if h is not None]
+    for handler in handlers:
+        handler.addFilter(once)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(once)

@@ -7,12 +7,10 @@ checked in `prepare`, before any MLflow run exists; `execute` then trains and ev
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -23,7 +21,6 @@ from typing import Any
 
 import torch
 import transformers
-from huggingface_hub import snapshot_download
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from torch.utils.flop_counter import FlopCounterMode
@@ -37,17 +34,19 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from bench import backbone as demo_backbone
-from bench import distributed, interrupts, leakage, plugins, suites
+from bench import distributed, interrupts
+from bench.backbone import backbone_identity, backbone_path
 from bench.checkpoint import Checkpoint, Checkpoints, restore, training_state
 from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
 from bench.errors import BenchError, Stopped, TrainingError
 from bench.evaluation import PairResult, autocast, evaluate, not_learned, summarize
-from bench.method import METHODS, Backbone, Method, MethodConfig, Model, Stage, count_parameters
+from bench.method import Backbone, Method, MethodConfig, Stage, variant
+from bench.model import Model, count_parameters
 from bench.references import References
-from bench.resources import Stopwatch, peak_gpu_mb, peak_rss_mb, reset_peaks
-from bench.settings import SETTINGS, EvalPair, ModelPlan, Pair, Plan, TrainPair, check_read
+from bench.request import Request, check_sources, resolve
+from bench.resources import Stopwatch, messages_once, peak_gpu_mb, peak_rss_mb, reset_peaks
+from bench.settings import EvalPair, ModelPlan, Pair, Plan, TrainPair
 from bench.suites import Suite
 from bench.task import Kind
 from bench.tracking import (
@@ -63,30 +62,6 @@ from bench.tracking import (
     param_text,
     resolve_uri,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """What the user asked for, before validation."""
-
-    method: str
-    setting: str = "mixed"
-    suite: str = "demo"
-    seed: int = 0
-    output: Path = Path("bench-runs")
-    tracking_uri: str | None = None
-    backbone_init: str = "pretrained"  # or "random": same shape, untrained (a control)
-    tasks: tuple[str, ...] = ()  # restrict the suite to these labelled tasks; () = all
-    train: dict[str, Any] = dataclasses.field(default_factory=dict)
-    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    progress: bool = True
-    plugins: tuple[Path, ...] = ()  # modules outside the repository that register methods
-    tags: dict[str, str] = dataclasses.field(default_factory=dict)  # more MLflow run tags
-    # called after each model-selection evaluation with its mean score and whether it was the
-    # run's last; it may raise `Stopped` to end the run there (a sweep pruning a trial)
-    on_select: Callable[[float, bool], None] | None = None
-    resume: str | None = None  # the id of an interrupted run to continue from its checkpoint
-    trust_remote_code: bool = False  # run a backbone's own modelling code (`auto_map`)
 
 
 @dataclasses.dataclass
@@ -124,17 +99,11 @@ class RunResult:
 def prepare(request: Request) -> Prepared:
     started = time.perf_counter()
     reset_peaks()
-    plugins.load_builtins()
-    plugins.load_files(request.plugins)
-    if request.backbone_init not in ("pretrained", "random"):
-        raise BenchError(
-            f"backbone init {request.backbone_init!r} is invalid; valid: pretrained, random"
-        )
     suite, method, method_config, train, plan = resolve(request)
     stages = {m.name: method.stages(m, method_config) for m in plan.models}
     backbone = backbone_path(suite.backbone)  # before any output: a missing one stops here
     _check_remote_code(backbone, request.trust_remote_code)
-    _check_sources(suite, plan, stages, method_config.mlm)
+    check_sources(suite, plan, stages, method_config.mlm)
     _check_output(request.output)
     Tracker.check_reachable(resolve_uri(request.output, request.tracking_uri))  # no run yet
     resumed = _resumable(request, run_params(request, suite, method_config, train))
@@ -241,42 +210,12 @@ def _check_remote_code(path: Path, trusted: bool) -> None:
             )
 
 
-def _check_sources(suite: Suite, plan: Plan, stages: dict, mlm: bool) -> None:
-    """Every split the run reads can be had, before anything is written: offline, data missing
-    from the caches stops the run at once, not after the data before it is tokenised."""
-    for model in plan.models:
-        staged = [t for stage in stages[model.name] for t in stage.pairs]
-        items = [*model.train, *(model.mlm if mlm else ()), *staged, *model.selection, *model.eval]
-        for item in dict.fromkeys((i.pair, i.split) for i in items):
-            source = suite.task(item[0].task).source
-            if check := getattr(source, "check", None):  # sources that may need the network
-                check(item[0].language, item[1])
-
-
 def data_key(item: TrainPair | EvalPair) -> tuple:
     """What identifies the examples of a training or evaluation pair: the same split of a pair
     can be trained on in part and select the model on the rest (`pos/eng@dev[:1800]`)."""
     if isinstance(item, TrainPair):
         return ("train", item.pair, item.split, item.cap, item.indices)
     return ("eval", item.pair, item.split, item.exclude)
-
-
-def resolve(request: Request) -> tuple[Suite, type[Method], MethodConfig, TrainConfig, Plan]:
-    """The suite, method, validated configs and Plan a request names; no data is loaded."""
-    suite = suites.get(request.suite)
-    if request.tasks:
-        suite = suite.restricted(request.tasks)
-    setting = SETTINGS.get(request.setting)
-    check_read(request.train, [setting.name])
-    method = METHODS.get(request.method)
-    defaults = suite.method_options.get(method.name, {})
-    method_config = method.Config().with_values({**defaults, **request.method_options})
-    train = suite.train.with_values(request.train)
-    plan = setting.build(suite, request.seed, train)
-    leakage.check(plan, suite, train)  # before anything is trained on it
-    for model_plan in plan.models:
-        method.check(model_plan, method_config)
-    return suite, method, method_config, train, plan
 
 
 def run_params(
@@ -293,68 +232,6 @@ def run_params(
         **method_config.flat(),
         **train.flat(),
     }
-
-
-def backbone_path(spec: str) -> Path:
-    """The folder of a suite's backbone: "demo" is the shipped one, checked against its checksum."""
-    if spec == "demo":
-        demo_backbone.verify(demo_backbone.DEMO_DIR)
-        return demo_backbone.DEMO_DIR
-    path = Path(spec)
-    if not path.exists() and HUB_ID.fullmatch(spec):
-        return _hub_backbone(spec)
-    if not (path / "config.json").exists():
-        raise BenchError(f"backbone folder {path} has no config.json (expected a saved model)")
-    return path
-
-
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")  # org/name, or org/name@revision
-# What a run reads of a hub backbone: its config, weights and tokenizer, not every format the
-# repository ships (mBERT's also holds TensorFlow and Flax weights).
-HUB_FILES = ["config.json", "*.safetensors", "tokenizer*", "vocab*", "special_tokens_map.json",
-             "sentencepiece*", "*.model", "*.py"]  # fmt: skip
-
-
-@functools.cache  # backbone_path runs several times a run: ask the hub once per process
-def _hub_backbone(spec: str) -> Path:
-    """A hub backbone (`org/name@revision`) in the local Hugging Face cache, downloaded once.
-    With HF_HUB_OFFLINE set the hub is not asked: the cache has it, or the run stops here."""
-    from huggingface_hub import constants
-
-    repo, _, revision = spec.partition("@")
-    try:
-        folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
-    except (OSError, ValueError) as error:  # offline and not cached: LocalEntryNotFoundError
-        why = (
-            "HF_HUB_OFFLINE is set, so the hub is not asked"
-            if constants.HF_HUB_OFFLINE
-            else f"the hub cannot be reached ({type(error).__name__})"
-        )
-        raise BenchError(
-            f"backbone {spec} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
-            f"and {why}; run once where the hub can be reached (HF_HUB_OFFLINE unset), or name "
-            "a local model folder"
-        ) from None
-    if not (folder / "config.json").exists() or not any(folder.glob("*.safetensors")):
-        raise BenchError(  # a cached snapshot without the files a run reads
-            f"backbone {spec} in the local Hugging Face cache ({folder}) lacks config.json or "
-            "safetensors weights, the files a run reads; fetch them where the hub can be "
-            "reached, or name a local model folder"
-        )
-    return folder
-
-
-def backbone_identity(spec: str) -> str:
-    """Changes whenever the backbone's weights would: the demo's recorded checksum, or a local
-    folder's config and the size and time of its weight files (hashing GBs on every run is slow)."""
-    path = backbone_path(spec)
-    if spec == "demo":
-        return json.loads((path / "build.json").read_text())["sha256"]
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    for weights in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
-        stat = weights.stat()
-        digest.update(f"{weights.name} {stat.st_size} {stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:24]
 
 
 def _load(suite: Suite, t, tokenizer, train: TrainConfig, cache: Path) -> PairData:
@@ -410,7 +287,8 @@ def execute(prepared: Prepared) -> RunResult | None:
     data-parallel run, process 0 does all this and the others only train (and return None)."""
     request, plan, group = prepared.request, prepared.plan, distributed.current()
     if not group.main:
-        _train_and_evaluate(prepared, Quiet())
+        with messages_once():
+            _train_and_evaluate(prepared, Quiet())
         return None
     uri = resolve_uri(request.output, request.tracking_uri)
     tracker = Tracker(uri, prepared.suite.name, request.output / "artifacts")
@@ -434,7 +312,8 @@ def execute(prepared: Prepared) -> RunResult | None:
             else:
                 tracker.start(name, params, tags)
             prepared.run_id = tracker.run_id
-        result = _train_and_evaluate(prepared, tracker)
+        with messages_once():
+            result = _train_and_evaluate(prepared, tracker)
     except Stopped as error:  # asked for, not a failure: the run ends where it was stopped
         tracker.tags({"stopped": str(error)[:5000]})
         tracker.end("KILLED")
@@ -452,15 +331,6 @@ def execute(prepared: Prepared) -> RunResult | None:
         raise
     tracker.end()
     return result
-
-
-def variant(method: type[Method], config: MethodConfig) -> str:
-    """How reports name a run's method: its name, marked where the run trains MLM and the
-    method by default does not, or the reverse (`adapter (mlm)`: Hyper-X's MLM, without its
-    hypernetwork), so that the two are never taken for one another."""
-    if config.mlm == method.Config().mlm:
-        return method.name
-    return f"{method.name} ({'mlm' if config.mlm else 'no mlm'})"
 
 
 def _where(progress: dict[str, Any]) -> str:

@@ -124,18 +124,28 @@ def _check_shape(data: dict, path: Path) -> None:
 
 
 def _expand(value: Any, path: Path) -> Any:
-    """Environment variables in every string; an unset one is an error naming it."""
+    """Environment variables in every string; an unset one is an error naming it. A variable
+    that starts a string and holds a relative path (`../shared/data`, or a folder that exists
+    here) is read from the current directory, as a shell would: only paths written in the file
+    itself are read from the file's folder."""
     if isinstance(value, dict):
         return {k: _expand(v, path) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand(v, path) for v in value]
     if not isinstance(value, str):
         return value
-    for match in _VARIABLE.finditer(value):
+
+    def substitute(match: re.Match) -> str:
         name = match[1] or match[2]
         if name not in os.environ:
             raise BenchError(f"suite file {path} uses ${{{name}}}, which is not set")
-    return os.path.expandvars(value)
+        text = os.environ[name]
+        local = Path(text).expanduser()
+        if match.start() == 0 and (text.startswith(".") or local.exists()):
+            return os.path.abspath(local)  # a hub id (`org/name`) that is no folder stays one
+        return text
+
+    return _VARIABLE.sub(substitute, value)
 
 
 def _backbone(spec: str, base: Path) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from typing import Protocol
-
-import datasets
+from typing import TYPE_CHECKING, Protocol
 
 from bench.errors import BenchError
 from bench.registry import Registry
+
+if TYPE_CHECKING:
+    import datasets
 
 
 class Kind(enum.StrEnum):

@@ -7,15 +7,16 @@ LayerNorms and the MLM head stay frozen; the adapter and the task heads train.
 from __future__ import annotations
 
 import dataclasses
-
-import adapters
-from adapters import SeqBnConfig
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from typing import TYPE_CHECKING
 
 from bench.config import option
-from bench.heads import EncoderWithHeads
-from bench.method import Backbone, Method, MethodConfig, Model, register
+from bench.method import Backbone, Method, MethodConfig, register
 from bench.settings import ModelPlan
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+    from bench.model import Model
 
 ADAPTER = "shared"
 
@@ -34,6 +35,11 @@ class Adapter(Method):
 
     @classmethod
     def build(cls, backbone: Backbone, plan: ModelPlan, tasks, config: AdapterConfig) -> Model:
+        import adapters
+        from adapters import SeqBnConfig
+
+        from bench.heads import EncoderWithHeads
+
         adapters.init(backbone.model)
         reduction = backbone.hidden_size / config.bottleneck
         backbone.model.add_adapter(ADAPTER, config=SeqBnConfig(reduction_factor=reduction))
@@ -43,6 +49,8 @@ class Adapter(Method):
 
     @classmethod
     def search_space(cls) -> dict[str, BaseDistribution]:
+        from optuna.distributions import CategoricalDistribution
+
         return {
             **super().search_space(),
             "method.bottleneck": CategoricalDistribution([16, 32, 64, 128]),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from optuna.distributions import BaseDistribution, FloatDistribution
+from typing import TYPE_CHECKING
 
-from bench.heads import EncoderWithHeads
-from bench.method import Method, Model, register
+from bench.method import Method, register
 from bench.settings import ModelPlan
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+    from bench.model import Model
 
 
 @register
@@ -16,8 +20,12 @@ class FullFT(Method):
 
     @classmethod
     def build(cls, backbone, plan: ModelPlan, tasks, config) -> Model:
+        from bench.heads import EncoderWithHeads
+
         return EncoderWithHeads(backbone, tasks, config)
 
     @classmethod
     def search_space(cls) -> dict[str, BaseDistribution]:  # the whole encoder: smaller rates
+        from optuna.distributions import FloatDistribution
+
         return {**super().search_space(), "method.lr": FloatDistribution(1e-6, 1e-3, log=True)}

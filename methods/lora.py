@@ -5,15 +5,17 @@ stay frozen (`peft` freezes everything that is not a LoRA weight)."""
 from __future__ import annotations
 
 import dataclasses
-
-from optuna.distributions import BaseDistribution, CategoricalDistribution
-from peft import LoraConfig, get_peft_model
+from typing import TYPE_CHECKING
 
 from bench.config import option
 from bench.errors import BenchError
-from bench.heads import EncoderWithHeads
-from bench.method import Backbone, Method, MethodConfig, Model, register
+from bench.method import Backbone, Method, MethodConfig, register
 from bench.settings import ModelPlan
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+    from bench.model import Model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,10 @@ class Lora(Method):
 
     @classmethod
     def build(cls, backbone: Backbone, plan: ModelPlan, tasks, config: LoraOptions) -> Model:
+        from peft import LoraConfig, get_peft_model
+
+        from bench.heads import EncoderWithHeads
+
         lora = LoraConfig(
             r=config.rank,
             lora_alpha=config.alpha,
@@ -55,6 +61,8 @@ class Lora(Method):
 
     @classmethod
     def search_space(cls) -> dict[str, BaseDistribution]:
+        from optuna.distributions import CategoricalDistribution
+
         return {**super().search_space(), "method.rank": CategoricalDistribution([4, 8, 16, 32])}
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from bench.config import TrainConfig
 from bench.suites import SUITES, Suite
 from tasks import synthetic
+
+if TYPE_CHECKING:
+    import datasets
 
 WORLD_SEED = 0  # the demo data is fixed; a run's --seed varies training, not the benchmark
 MLM_SENTENCES = 20000  # unlabelled sentences per language; train.mlm_cap takes a prefix
@@ -41,6 +43,8 @@ class WorldSource:
         return ("train",) if self.task == "mlm" else synthetic.SPLITS
 
     def load(self, language: str, split: str) -> datasets.Dataset:
+        import datasets
+
         if self.task == "mlm":
             return datasets.Dataset.from_dict({"text": self.world.text(language, MLM_SENTENCES)})
         if self.task == "nli":

@@ -16,13 +16,14 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-
-import datasets
-from datasets.utils.file_utils import cached_path
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
 from bench.task import COLUMNS, Kind
 from tasks import formats
+
+if TYPE_CHECKING:
+    import datasets
 
 
 class FileSource:
@@ -78,6 +79,8 @@ class FileSource:
 
 def as_dataset(rows: list[dict], kind: Kind) -> datasets.Dataset:
     """Parsed rows as a dataset with the columns of `kind`."""
+    import datasets
+
     return datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in COLUMNS[kind]})
 
 
@@ -120,6 +123,8 @@ def _local(location: Path | str) -> Path:
     """A local file for `location`: itself, or a URL's download in the `datasets` cache."""
     if not is_url(location):
         return Path(location)
+    from datasets.utils.file_utils import cached_path
+
     try:
         return Path(cached_path(str(location)))
     except (OSError, ValueError) as error:  # offline mode is a ConnectionError, an OSError

@@ -31,13 +31,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-
-import datasets
-import huggingface_hub
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
 from bench.task import Kind
 from tasks.files import as_dataset, mapped_labels
+
+if TYPE_CHECKING:
+    import datasets
 
 MIRROR_VARIABLE = "BENCH_HUB_MIRROR"
 # The text a Wikipedia article gives MLM: its lines (paragraphs) of at least this many
@@ -169,6 +170,9 @@ def _mirror(repo: str) -> Path | None:
 
 def _offline() -> str | None:
     """The variable that keeps `datasets` off the hub, if one does (it honours either)."""
+    import datasets
+    import huggingface_hub
+
     if huggingface_hub.constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE"
     if datasets.config.HF_HUB_OFFLINE:
@@ -177,6 +181,8 @@ def _offline() -> str | None:
 
 
 def _open(part: HubPart, split: str, streaming: bool):
+    import datasets
+
     dataset = part.dataset
     mirror = _mirror(dataset.repo)
     location = str(mirror) if mirror else dataset.repo
@@ -218,6 +224,8 @@ def _commit(repo: str, revision: str) -> str:
     Offline, `datasets` reads the branch from its cache."""
     if re.fullmatch(r"[0-9a-f]{40}", revision) or _offline():
         return revision
+    import huggingface_hub
+
     try:
         info = huggingface_hub.HfApi().dataset_info(repo, revision=revision)
     except (OSError, ValueError):  # unreachable: the load that follows names the problem
@@ -227,6 +235,8 @@ def _commit(repo: str, revision: str) -> str:
 
 def _named(row: dict, features, columns: Mapping[str, str]) -> dict | None:
     """A row in the harness's columns, with class indices turned into the dataset's names."""
+    import datasets
+
     out = {}
     for ours, theirs in columns.items():
         value, feature = row[theirs], features[theirs]

@@ -170,7 +170,8 @@ def test_reports_are_written_under_the_current_directory(tmp_path, monkeypatch, 
 
 
 def test_hyperx_projector_init_is_pytorchs_or_the_reference_codes(demo):
-    from methods.hyperx import HyperNetwork, HyperXConfig
+    from methods._hyperx import HyperNetwork
+    from methods.hyperx import HyperXConfig
 
     torch.manual_seed(0)
     assert HyperXConfig().projector_init == "pytorch"  # chosen by the figures in the README

@@ -17,6 +17,38 @@ def test_exit_code_from_the_command_line(tmp_path):
     assert line.startswith("error: unknown method 'nope'; known: adapter,")
 
 
+HEAVY = ("torch", "transformers", "datasets", "mlflow", "optuna", "adapters", "peft")
+PROBE = """
+import sys
+from bench.cli import main
+code = main(sys.argv[1:])
+print(code, *sorted(m for m in {heavy} if m in sys.modules))
+"""
+
+
+def test_names_options_and_listings_are_answered_before_heavy_libraries_load(tmp_path):
+    """A typo must be answered in a blink: nothing heavy is imported before the checks."""
+    cases = [
+        (["list", "--options"], 0),
+        (["run", "--method", "hyperX"], 2),
+        (["run", "--method", "lora", "--set", "method.rnk=4"], 2),
+        (["sweep", "--method", "hyperx", "--setting", "mixd"], 2),
+        (["compare", "--methods", "hyperx,adaptr"], 2),
+        (["compare", "--methods", "hyperx", "--settings", "mixed,singel-task"], 2),
+        (["run", "--method", "hyperx", "--setting", "mixed", "--shots", "5"], 2),
+        (["run", "--method", "hyperx", "--suite", str(tmp_path / "missing.toml")], 2),
+        (["params", "--method", "hyperxx"], 2),
+        (["report", "--suite", "nope"], 2),
+        (["plan", "--setting", "mixed"], 0),
+    ]
+    for argv, code in cases:
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv],
+            capture_output=True, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.stdout.splitlines()[-1].split() == [str(code)], (argv, done.stderr)
+
+
 def test_list_is_generated_from_the_registries(capsys):
     assert main(["list", "--options"]) == 0
     out = capsys.readouterr().out

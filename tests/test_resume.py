@@ -166,7 +166,8 @@ def test_a_run_interrupted_in_model_selection_redoes_it_on_resume(tmp_path, unin
 FAULTY = """
 import torch
 from bench.method import register
-from methods.dummy import Dummy, WordEmbeddingHeads
+from methods._dummy import WordEmbeddingHeads
+from methods.dummy import Dummy
 
 
 class Faulty(WordEmbeddingHeads):

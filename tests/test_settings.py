@@ -1,7 +1,8 @@
 import pytest
 
-from bench.compare import _request, parse_methods
+from bench.compare import _request
 from bench.errors import BenchError
+from bench.request import parse_methods
 from bench.settings import SETTINGS, Pair, check_read, ignored
 
 

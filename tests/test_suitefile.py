@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import re
 import threading
 from pathlib import Path
 
@@ -112,6 +113,39 @@ def test_bad_suite_files_fail_with_one_line(suite_file, edit, message, capsys):
     assert message in err and err.count("\n") == 1
 
 
+def test_plan_checks_the_backbone_and_counts_what_each_pair_reads(suite_file, capsys):
+    assert main(["plan", "--suite", str(suite_file)]) == 0
+    out = capsys.readouterr().out
+    assert "  train      ner/deu@train[:4]" in out and "       4 sentences" in out
+    rows = suites.get(str(suite_file)).task("ner").load("deu", "dev")
+    assert re.search(rf"\n  selection  ner/deu@dev +{len(rows)} sentences\n", out)
+    missing = suite_file.parent / "no-model"
+    text = suite_file.read_text().replace(str(ROOT / "backbones" / "demo"), str(missing))
+    suite_file.write_text(text)
+    assert main(["plan", "--suite", str(suite_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"backbone folder {missing} has no config.json" in err and err.count("\n") == 1
+
+
+def test_relative_paths_in_variables_are_read_from_the_current_directory(
+    suite_file, monkeypatch, capsys
+):
+    """`export DATA=data` in a shell means ./data, not a folder beside the suite file; a path
+    written in the file itself is read from the file's folder."""
+    elsewhere = suite_file.parent / "elsewhere"
+    elsewhere.mkdir()
+    moved = elsewhere / "mine.toml"
+    moved.write_text(suite_file.read_text())
+    monkeypatch.chdir(suite_file.parent)
+    for value in ("data", "./data", "../" + suite_file.parent.name + "/data"):
+        monkeypatch.setenv("DATA", value)
+        suite = suites.get(str(moved))
+        assert len(suite.task("ner").load("deu", "train")) == 6, value
+    monkeypatch.setenv("DATA", "nowhere")
+    with pytest.raises(BenchError, match=f"{elsewhere}/nowhere/en-train.conllu does not exist"):
+        suites.get(str(moved))  # neither here nor there: read from the file's folder, as named
+
+
 def test_unset_variable_is_named(suite_file, monkeypatch, capsys):
     monkeypatch.delenv("DATA")
     with pytest.raises(BenchError, match=r"\$\{DATA\}"):
@@ -121,11 +155,13 @@ def test_unset_variable_is_named(suite_file, monkeypatch, capsys):
 @needs_shared
 def test_shared_suite_plans_the_papers_mixed_layout(monkeypatch, capsys):
     monkeypatch.setenv("BENCH_DATA_DIR", str(SHARED))
-    monkeypatch.setenv("BENCH_E5_DIR", "e5-small")
+    monkeypatch.setenv("BENCH_E5_DIR", str(ROOT / "backbones" / "demo"))  # plan reads config.json
     assert main(["plan", "--suite", str(ROOT / "suites" / "shared.toml")]) == 0
     out = capsys.readouterr().out
     assert "pos: eng (1800 of dev) tur | ner: hau swa yor | nli: quy (643 of dev)" in out
     assert "eval target  pos: yor mlt tgl | ner: ibo pcm | nli: aym grn nah shp" in out
+    assert "  train      pos/eng@dev[:1800]             1,800 sentences" in out
+    assert "  selection  nli/quy@dev[643:]                100 pairs" in out
 
 
 def test_training_on_part_of_a_split_and_selecting_on_the_rest_keeps_them_apart(
