@@ -341,13 +341,13 @@ def _request(args: argparse.Namespace):
         plugins=tuple(args.plugin), resume=getattr(args, "resume", None),
         trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
-    resolve(request)
-    return request
+    return request, resolve(request)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _positive(processes=args.processes)
-    request = _request(args)
+    request, (suite, _, _, _, plan) = _request(args)
+    header = f"{suite.name} / {plan.setting} / {args.method} / seed {args.seed}"
     from bench import distributed, runner
     from bench.interrupts import stop_on_sigterm
     from bench.report import results_table
@@ -359,6 +359,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if launched > 1 and args.processes not in (1, launched):
         raise BenchError(f"--processes {args.processes}, but launched in {launched} processes")
     group = distributed.current()
+    if group.main and not args.resume:
+        print(f"{header}: {plan.size()}", flush=True)
     with group.first():  # process 0 fills the caches the others read
         prepared = runner.prepare(request)
     stop_on_sigterm()
@@ -381,9 +383,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result is None:  # not process 0 of a data-parallel run: that one reports
         return 0
     print()
-    print(f"{prepared.suite.name} / {prepared.plan.setting} / {args.method} / seed {args.seed}")
+    print(header)
     print(prepared.suite.description)
-    print(results_table(result.pairs, prepared.suite.language_names))
+    print(results_table(result.pairs, prepared.suite.language_names, result.notes))
     m = result.metrics
     print(
         f"trainable params {m['params/trainable']:,} of {m['params/total']:,}; "
@@ -415,7 +417,7 @@ def _without(argv: list[str], flag: str) -> list[str]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     _positive(trials=args.trials, workers=args.workers)
-    request = _request(args)
+    request, _ = _request(args)
     from bench import sweep
     from bench.interrupts import stop_on_sigterm
     from bench.tracking import hide_password, ui_hint

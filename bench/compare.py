@@ -24,9 +24,11 @@ from bench import runner, sweep
 from bench.errors import TrainingError
 from bench.report import (
     BUDGET,
+    SERVED_OTHERWISE,
     SWEEP_TAG,
     budget_cell,
     budgets_compared,
+    language_notes,
     mean_sd,
     trained_params,
     trained_seconds,
@@ -248,6 +250,7 @@ def render(
     ]
     for c in cells:
         row = [f"`{c.method}`" + " †" * any(_failed(c)), c.setting]
+        row[0] += f" {SERVED_OTHERWISE}" * bool(language_notes(list(c.tags)))
         row += [mean_sd(c.values(f"eval/{t}/avg_target")) for t in tasks]
         trained = [trained_params(m) for m in c.runs]
         row += [f"{int(statistics.fmean(trained)):,}"]
@@ -260,6 +263,10 @@ def render(
             values = [first.get(f"reference/{name}/{t}/avg_target") for t in tasks]
             texts = ["-" if v is None else f"{v:.1f}" for v in values]
             lines.append(f"| reference: {name} | {setting} | " + " | ".join(texts) + " | | | |")
+    for c in cells:  # averages over targets a method served otherwise than the rest
+        notes = language_notes(list(c.tags))
+        served = "; ".join(f"{lang}: {text}" for lang, text in notes.items())
+        lines += [f"\n{SERVED_OTHERWISE} `{c.method}`, {c.setting}: {served}"] if notes else []
     lines += ["", "## Budgets", "", *_budget_note(), ""]
     lines += _budget_table(cells)
     lines += ["", *_budget_reading(cells)]

@@ -40,6 +40,11 @@ class Model(nn.Module, abc.ABC):
         """The stage that trained this (now frozen) parameter before the model, if any."""
         return None
 
+    def language_notes(self) -> dict[str, str]:
+        """Languages this model serves otherwise than its other languages, each with a short
+        phrase (MAD-X: `no text: ran on lang_eng`): reports mark their scores with it."""
+        return {}
+
     def notes(self) -> dict[str, str]:
         """Facts about how this model was built that a reader of the run must know (a fallback
         taken, say); the runner logs them as run tags."""

@@ -25,6 +25,7 @@ from bench.errors import BenchError
 from bench.evaluation import PairResult, scored
 from bench.suites import Suite
 from bench.tracking import (
+    LANGUAGE_NOTE,
     NOT_LEARNED,
     STREAM_PARAM,
     Tracker,
@@ -41,6 +42,9 @@ NOT_TRANSFER_NOTE = (
 )
 
 
+SERVED_OTHERWISE = "§"  # a language the method served otherwise than the rest (its notes say how)
+
+
 def transfer_bar(references: Mapping[str, float | None]) -> float | None:
     """What a target score must beat to show transfer: the lookup reference, else the majority."""
     lookup = references.get("lookup")
@@ -53,10 +57,16 @@ def marked(score: float, references: Mapping[str, float | None], text: str) -> s
     return f"{text} {NOT_TRANSFER}" if bar is not None and score <= bar else text
 
 
-def results_table(results: list[PairResult], names: Mapping[str, str] | None = None) -> str:
+def results_table(
+    results: list[PairResult],
+    names: Mapping[str, str] | None = None,
+    notes: Mapping[str, str] | None = None,
+) -> str:
     """Scores per (task, language), sources first, then targets and their average, with the
-    majority-class and word-lookup references beside every score (in percent)."""
-    names = names or {}
+    majority-class and word-lookup references beside every score (in percent). Languages the
+    method served otherwise (`notes`, from `Model.language_notes`) are marked `SERVED_OTHERWISE`
+    and explained below."""
+    names, notes = names or {}, notes or {}
     present = {name for r in results for name in r.references}
     refs = [name for name in REFERENCE_ORDER if name in present] + sorted(
         present - set(REFERENCE_ORDER)
@@ -70,6 +80,7 @@ def results_table(results: list[PairResult], names: Mapping[str, str] | None = N
         items.sort(key=lambda r: (r.role != "source", r.language))
         for r in items:
             language = f"{r.language} {names.get(r.language, '')}".strip()
+            language += f" {SERVED_OTHERWISE}" if r.language in notes else ""
             values = [_pct(r.references.get(name)) for name in refs]
             score = _pct(r.score)
             if r.role == "target":
@@ -99,6 +110,7 @@ def results_table(results: list[PairResult], names: Mapping[str, str] | None = N
         lines.append("  ".join(cells).rstrip())
     if any(NOT_TRANSFER in row[4] for row in rows):
         lines.append(NOT_TRANSFER_NOTE)
+    lines += [f"{SERVED_OTHERWISE} {lang}: {text}" for lang, text in sorted(notes.items())]
     return "\n".join(lines)
 
 
@@ -664,10 +676,30 @@ def _pairs_table(r: Report, tasks: list[str]) -> list[str]:
         for m in r.methods:
             estimate = r.estimates.get((m.name, pair))
             text = f"{estimate.point:.1f} {_interval(estimate)}" if estimate else "-"
-            row.append(marked(estimate.point, r.references(pair), text) if estimate else text)
+            text = marked(estimate.point, r.references(pair), text) if estimate else text
+            served = _language_notes(m).get(pair.partition("/")[2])
+            row.append(f"{text} {SERVED_OTHERWISE}" if served and estimate else text)
         row += [_pct(r.reference(name, pair)) for name in REFERENCE_ORDER]
         lines.append("| " + " | ".join(row) + " |")
+    for m in r.methods:
+        notes = _language_notes(m)
+        lines += [f"\n{SERVED_OTHERWISE} `{m.name}`, {lang}: {notes[lang]}" for lang in notes]
     return lines
+
+
+def language_notes(tags: list[dict[str, str]]) -> dict[str, str]:
+    """Language -> how the method served it (`Model.language_notes`), from runs' tags."""
+    found = {
+        key.removeprefix(LANGUAGE_NOTE): value
+        for run_tags in tags
+        for key, value in run_tags.items()
+        if key.startswith(LANGUAGE_NOTE)
+    }
+    return dict(sorted(found.items()))
+
+
+def _language_notes(m: MethodRuns) -> dict[str, str]:
+    return language_notes([run.data.tags for run in m.runs])
 
 
 def _differences_table(r: Report, tasks: list[str]) -> list[str]:

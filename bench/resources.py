@@ -64,6 +64,8 @@ class _Once(logging.Filter):
         self.seen: set[tuple[str, int, str]] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] in ("bench", "__main__"):
+            return True  # the harness's own messages are never held back
         key = (record.name, record.levelno, record.getMessage())
         if key in self.seen:
             return False
@@ -76,14 +78,17 @@ def messages_once() -> Iterator[None]:
     """Within a run, a library message that repeats is shown once (`adapters` warned "There are
     adapters available but none are activated for the forward pass." 8 times per MAD-X run).
     The filter sits on the handlers that print library logs: Python's last-resort handler (for
-    loggers with none of their own, as `adapters`') and those of `transformers`' root logger."""
-    once = _Once()
-    handlers = [logging.lastResort, *logging.getLogger("transformers").handlers]
-    handlers = [h for h in handlers if h is not None]
-    for handler in handlers:
+    loggers with none of their own, as `adapters`'), the root logger's (an application's, or
+    pytest's), and those of `transformers`' root logger, which does not propagate."""
+    handlers = [
+        logging.lastResort, *logging.getLogger().handlers,
+        *logging.getLogger("transformers").handlers,
+    ]  # fmt: skip
+    filters = {handler: _Once() for handler in handlers if handler is not None}  # one each: a
+    for handler, once in filters.items():  # record that two handlers print passes both
         handler.addFilter(once)
     try:
         yield
     finally:
-        for handler in handlers:
+        for handler, once in filters.items():
             handler.removeFilter(once)

@@ -50,6 +50,7 @@ from bench.settings import EvalPair, ModelPlan, Pair, Plan, TrainPair
 from bench.suites import Suite
 from bench.task import Kind
 from bench.tracking import (
+    LANGUAGE_NOTE,
     NOT_LEARNED,
     STREAM_PARAM,
     Quiet,
@@ -94,6 +95,7 @@ class RunResult:
     tracking_uri: str
     pairs: list[PairResult]
     metrics: dict[str, float]
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)  # Model.language_notes
 
 
 def prepare(request: Request) -> Prepared:
@@ -110,8 +112,9 @@ def prepare(request: Request) -> Prepared:
     tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=request.trust_remote_code)
     with Stopwatch() as reading:
         data = _read_data(
-            suite, plan, stages, method_config.mlm, train, tokenizer, request.output / "cache"
-        )
+            suite, plan, stages, method_config.mlm, train, tokenizer, request.output / "cache",
+            request.progress and distributed.current().main,
+        )  # fmt: skip
     references = {}
     for model in plan.models:
         targets = {e.pair for e in model.eval if e.role == "target"}  # few shots are no source
@@ -130,24 +133,33 @@ def prepare(request: Request) -> Prepared:
 
 
 def _read_data(
-    suite: Suite, plan: Plan, stages: dict, mlm: bool, train: TrainConfig, tokenizer, cache: Path
+    suite: Suite,
+    plan: Plan,
+    stages: dict,
+    mlm: bool,
+    train: TrainConfig,
+    tokenizer,
+    cache: Path,
+    progress: bool,
 ) -> dict[tuple, PairData]:
     """Every split the run reads, encoded: from the on-disk cache where it is current."""
     data: dict[tuple, PairData] = {}
+    select_cap = train.eval_cap if train.select_cap is None else train.select_cap
+    reads: dict[tuple, tuple] = {}  # data key -> (what reads it first, the cap of evaluation)
     for model in plan.models:
         pairs = [*model.train, *(model.mlm if mlm else ())]
         pairs += [t for stage in stages[model.name] for t in stage.pairs]
-        for t in pairs:
-            if data_key(t) not in data:
-                data[data_key(t)] = _load(suite, t, tokenizer, train, cache)
-        select_cap = train.eval_cap if train.select_cap is None else train.select_cap
-        for group, cap in ((model.selection, select_cap), (model.eval, train.eval_cap)):
-            for e in group:
-                if data_key(e) not in data:
-                    data[data_key(e)] = load_pair(
-                        suite.task(e.pair.task), e.pair.language, e.split, tokenizer,
-                        max_length=train.max_length, exclude=e.exclude, cap=cap, cache_dir=cache,
-                    )  # fmt: skip
+        for item, cap in [*((t, None) for t in pairs), *((e, select_cap) for e in model.selection),
+                          *((e, train.eval_cap) for e in model.eval)]:  # fmt: skip
+            reads.setdefault(data_key(item), (item, cap))
+    for key, (item, cap) in tqdm(reads.items(), desc="data", unit="split", disable=not progress):
+        if isinstance(item, TrainPair):
+            data[key] = _load(suite, item, tokenizer, train, cache)
+        else:
+            data[key] = load_pair(
+                suite.task(item.pair.task), item.pair.language, item.split, tokenizer,
+                max_length=train.max_length, exclude=item.exclude, cap=cap, cache_dir=cache,
+            )  # fmt: skip
     for key, pair_data in data.items():
         if key[0] == "train":  # the columns batches are cut from, built now, not at a first draw
             _ = pair_data.columns
@@ -398,6 +410,7 @@ class Progress:
     stage_spent: dict[str, dict] = dataclasses.field(default_factory=dict)  # stage -> record
     # train, eval, stages, checkpoint, wall: what earlier attempts spent up to the checkpoint
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)  # Model.language_notes
 
 
 @dataclasses.dataclass
@@ -482,6 +495,9 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
         model = build_model(prepared, model_plan, folders).to(prepared.device)
         if notes := model.notes():
             tracker.tags({f"note.{key}": value for key, value in notes.items()})
+        if notes := model.language_notes():
+            tracker.tags({f"{LANGUAGE_NOTE}{lang}": text for lang, text in notes.items()})
+            progress.notes.update(notes)
         collator = Collator(
             prepared.tokenizer, prepared.train.mlm_probability, request.seed, prepared.device
         )
@@ -494,7 +510,9 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
         if not group.main:
             continue  # process 0 evaluates it
         with clocks["eval"]:
-            for e in model_plan.eval:
+            shown = request.progress and group.main
+            for e in tqdm(model_plan.eval, desc=f"test {_named(prepared, model_plan)}",
+                          unit="pair", disable=not shown):  # fmt: skip
                 data = prepared.data[data_key(e)]
                 refs = prepared.references[(model_plan.name, e.pair.task)]
                 task = prepared.suite.task(e.pair.task)
@@ -578,7 +596,9 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
     tracker.artifact(results, "results.json")
     checkpoints.clear()  # finished: nothing to resume
     tracker.client.delete_tag(tracker.run_id, "checkpoint")
-    return RunResult(tracker.run_id, tracker.experiment_id, tracker.uri, pair_results, metrics)
+    return RunResult(
+        tracker.run_id, tracker.experiment_id, tracker.uri, pair_results, metrics, progress.notes
+    )
 
 
 def build_model(
@@ -613,16 +633,28 @@ def run_stages(
     folders, trained, spent = {}, 0, {}
     backbone = backbone_identity(prepared.suite.backbone)
     cache = prepared.request.output / "cache" / "stages"
-    for stage in prepared.stages[plan.name]:
-        key = _stage_key(prepared, stage, backbone)
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        # a folder named by everything that changes what the stage learns
-        folder = cache / f"{prepared.method.name}-{stage.name}-{digest}"
-        if not folder.is_dir():
-            _train_stage(prepared, stage, folder, tracker, key)
-            trained += 1
-        folders[stage.name] = folder
-        spent[stage.name] = json.loads((folder / "spent.json").read_text())
+    stages = prepared.stages[plan.name]
+    keys = {stage.name: _stage_key(prepared, stage, backbone) for stage in stages}
+    for stage in stages:  # a folder named by everything that changes what the stage learns
+        digest = hashlib.sha256(json.dumps(keys[stage.name], sort_keys=True).encode())
+        folders[stage.name] = (
+            cache / f"{prepared.method.name}-{stage.name}-{digest.hexdigest()[:16]}"
+        )
+    missing = [stage for stage in stages if not folders[stage.name].is_dir()]
+    started = time.perf_counter()
+    for number, stage in enumerate(missing, 1):
+        desc = f"stage {number}/{len(missing)} {stage.name}"
+        _train_stage(prepared, stage, folders[stage.name], tracker, keys[stage.name], desc)
+        trained += 1
+        if prepared.request.progress and distributed.current().main and number < len(missing):
+            each = (time.perf_counter() - started) / number
+            tqdm.write(
+                f"stages: {number} of {len(missing)} trained, {each:.0f} s each; "
+                f"about {each * (len(missing) - number) / 60:.1f} min for the other "
+                f"{len(missing) - number}"
+            )
+    for stage in stages:
+        spent[stage.name] = json.loads((folders[stage.name] / "spent.json").read_text())
     return folders, trained, spent
 
 
@@ -649,7 +681,12 @@ SAMPLER_VERSION = 2  # bump when the draws of `PairSampler` change: cached stage
 
 
 def _train_stage(
-    prepared: Prepared, stage: Stage, folder: Path, tracker: Tracker | Quiet, key: dict[str, Any]
+    prepared: Prepared,
+    stage: Stage,
+    folder: Path,
+    tracker: Tracker | Quiet,
+    key: dict[str, Any],
+    desc: str,
 ) -> None:
     request, suite = prepared.request, prepared.suite
     started = time.perf_counter()
@@ -668,7 +705,7 @@ def _train_stage(
     )
     data = {t.pair: prepared.data[data_key(t)] for t in stage.pairs}
     loop = _fit(
-        prepared, model, data, collator, tracker, label=stage.name, steps=stage.steps,
+        prepared, model, data, collator, tracker, label=stage.name, desc=desc, steps=stage.steps,
         lr=stage.lr, batch_size=stage.batch_size, seed=stage.seed,
     )  # fmt: skip
     group = distributed.current()
@@ -724,7 +761,8 @@ def _train(
 
     _fit(
         prepared, model, {t.pair: prepared.data[data_key(t)] for t in pairs}, collator,
-        tracker, label=plan.name, steps=prepared.train.max_steps, lr=prepared.method_config.lr,
+        tracker, label=plan.name, desc=f"train {_named(prepared, plan)}",
+        steps=prepared.train.max_steps, lr=prepared.method_config.lr,
         batch_size=prepared.train.batch_size, seed=prepared.request.seed,
         select=select if main else None,
         loop=loop, state=resumed.state if resumed else None,
@@ -735,6 +773,15 @@ def _train(
     return loop
 
 
+def _named(prepared: Prepared, plan: ModelPlan) -> str:
+    """A model as bars name it: the setting for the one model of most settings (`mixed`), its
+    name and number where a setting trains several (`ner (2/3)` in single-task)."""
+    models = prepared.plan.models
+    if len(models) == 1:
+        return prepared.plan.setting
+    return f"{plan.name} ({models.index(plan) + 1}/{len(models)})"
+
+
 def _fit(
     prepared: Prepared,
     model: Model,
@@ -743,6 +790,7 @@ def _fit(
     tracker: Tracker | Quiet,
     *,
     label: str,
+    desc: str,
     steps: int,
     lr: float,
     batch_size: int,
@@ -790,7 +838,7 @@ def _fit(
         loop.loss = None
 
     bar = tqdm(
-        range(loop.step + 1, total + 1), desc=f"train {label}", initial=loop.step, total=total,
+        range(loop.step + 1, total + 1), desc=desc, initial=loop.step, total=total,
         disable=not prepared.request.progress or not group.main,
     )  # fmt: skip
     try:
@@ -820,6 +868,10 @@ def _fit(
                 loop.step, loop.counted = step, counted(step)
                 loop.add(pair, indices, kinds[pair] is Kind.MLM, tokens)
                 loop.losses.append(mean)
+                if step % 10 == 0:  # the bar's loss: the mean since the last logged one
+                    bar.set_postfix(
+                        loss=f"{sum(loop.losses) / len(loop.losses):.3f}", refresh=False
+                    )
                 moved = counted(step) > counted(step - 1)  # a step the budget counts
                 if (moved and counted(step) % 50 == 0) or step == total:
                     loop.loss, loop.losses = sum(loop.losses) / len(loop.losses), []

@@ -79,6 +79,18 @@ class Plan:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def size(self) -> str:
+        """How much a run of it trains and evaluates, in one line."""
+        models = len(self.models)
+        count = {
+            name: sum(len(getattr(m, name)) for m in self.models)
+            for name in ("train", "mlm", "selection", "eval")
+        }  # fmt: skip
+        return (
+            f"{models} model{'s' * (models > 1)}; {count['train']} labelled, {count['mlm']} MLM, "
+            f"{count['selection']} selection and {count['eval']} test pairs"
+        )
+
     def render(self) -> str:
         lines = [f"Plan: suite {self.suite}, setting {self.setting}, seed {self.seed}"]
         for model in self.models:

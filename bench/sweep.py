@@ -343,12 +343,31 @@ def work(sweep: Sweep, worker: int, threads: int) -> None:
         if sweep.prune
         else optuna.pruners.NopPruner()
     )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # `_ended` says it, with the count
+
+    def ended(study: optuna.Study, trial: FrozenTrial) -> None:
+        print(_ended(study, trial, sweep.trials), flush=True)
+        if _enough(study, sweep.trials):
+            study.stop()
+
     study.optimize(
-        lambda trial: objective(sweep, trial),
-        catch=(Exception,),
-        callbacks=[lambda study, _: _enough(study, sweep.trials) and study.stop()],
+        lambda trial: objective(sweep, trial), catch=(Exception,), callbacks=[ended],
         gc_after_trial=True,
-    )
+    )  # fmt: skip
+
+
+def _ended(study: optuna.Study, trial: FrozenTrial, trials: int) -> str:
+    """One line when a trial ends: its state and score, the study's count, the best so far."""
+    done = sum(t.state in DONE for t in study.get_trials(deepcopy=False))
+    score = f" {trial.value:.2f}" if trial.value is not None else ""
+    why = trial.user_attrs.get("error", "") if trial.state == TrialState.FAIL else ""
+    line = f"trial {trial.number} {trial.state.name.lower()}{score}{f' ({why})' if why else ''}"
+    line += f"; {done} of {trials} finished"
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if complete:
+        best = max(complete, key=lambda t: t.value)
+        line += f", best {best.value:.2f} (trial {best.number})"
+    return line
 
 
 def _enough(study: optuna.Study, trials: int) -> bool:
@@ -359,6 +378,8 @@ def _enough(study: optuna.Study, trials: int) -> bool:
 
 def objective(sweep: Sweep, trial: Trial) -> float:
     values = {key: _suggest(trial, key, d) for key, d in sweep.space.items()}
+    shown = ", ".join(f"{k}={param_text(v)}" for k, v in values.items())
+    print(f"trial {trial.number} started: {shown}", flush=True)
     base = sweep.request
     evaluations = itertools.count(1)
 

@@ -34,6 +34,7 @@ REACH_TIMEOUT_S = 5.0  # how long `Tracker.check_reachable` waits for a server t
 # param logged at its end), and the tag of a run whose source scores did not beat the majority.
 STREAM_PARAM = "budget.labelled_stream"
 NOT_LEARNED = "warning.not_learned"
+LANGUAGE_NOTE = "note.language."  # + a language code: how the method served it (`language_notes`)
 
 
 def input_params(params: Mapping[str, str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from bench.method import Backbone
 from bench.model import Output
 from bench.settings import ModelPlan, Pair
 from bench.task import Task
-from methods.hyperx import HyperXConfig
+from methods.hyperx import HyperXConfig, untrained_languages
 
 
 class _Generate(torch.autograd.Function):
@@ -154,6 +154,7 @@ class HyperXModel(EncoderWithHeads):
         self.hypernetwork = HyperNetwork(
             list(tasks), languages, len(dropouts), backbone.hidden_size, config
         )
+        self.untrained = untrained_languages(plan, config)  # evaluated only if the user opts in
         self._weights: dict[str, torch.Tensor] | None = None
         self._cached: tuple[Pair, dict[str, torch.Tensor]] | None = None
         for index, dropout in enumerate(dropouts):
@@ -169,6 +170,10 @@ class HyperXModel(EncoderWithHeads):
             return x + F.layer_norm(z, z.shape[-1:], w["gain"][index], w["bias"][index])
 
         return hook
+
+    def language_notes(self) -> dict[str, str]:
+        why = "untrained language embedding (no labels, no MLM text)"
+        return {language: why for language in self.untrained}
 
     def generate(self, pair: Pair) -> dict[str, torch.Tensor]:
         """Every layer's adapter weights for `pair` (what the hooks use)."""

@@ -83,6 +83,13 @@ class MadxModel(EncoderWithHeads):
                 return stage_name(piece.removeprefix("lang_"))
         return None
 
+    def language_notes(self) -> dict[str, str]:
+        return {
+            lang: f"no text: {f'ran on {adapter}' if adapter else 'no language adapter'}"
+            for lang, adapter in self.adapter_of.items()
+            if adapter != lang_name(lang)
+        }
+
     def notes(self) -> dict[str, str]:
         instead = {
             lang: adapter or "none"

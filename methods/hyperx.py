@@ -59,6 +59,15 @@ class HyperXSmallConfig(HyperXConfig):
     source_dim: int = option(32, "d_s: size of the projected source embedding", gt=0)
 
 
+def untrained_languages(plan: ModelPlan, config: HyperXConfig) -> list[str]:
+    """The evaluated languages with neither labelled data nor MLM text: their embeddings stay
+    as initialised."""
+    trained = {t.pair.language for t in plan.train}
+    if config.mlm:
+        trained |= {t.pair.language for t in plan.mlm}
+    return sorted({e.pair.language for e in plan.eval} - trained)
+
+
 @register
 class HyperX(Method):
     name = "hyperx"
@@ -69,11 +78,7 @@ class HyperX(Method):
     def check(cls, plan: ModelPlan, config: HyperXConfig) -> None:
         if config.untrained_languages:
             return
-        trained = {t.pair.language for t in plan.train}
-        if config.mlm:
-            trained |= {t.pair.language for t in plan.mlm}
-        untrained = sorted({e.pair.language for e in plan.eval} - trained)
-        if untrained:
+        if untrained := untrained_languages(plan, config):
             why = "" if config.mlm else " (method.mlm is off)"
             raise BenchError(
                 f"Hyper-X cannot evaluate {', '.join(untrained)}: no labelled data and no MLM "

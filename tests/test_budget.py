@@ -92,10 +92,15 @@ def test_budget_metrics_match_the_batches_drawn(tmp_path, monkeypatch):
     assert metrics["budget/train_flops"] > 0
 
 
-def test_stages_taken_from_the_cache_count_in_the_budget(tmp_path):
+def test_stages_taken_from_the_cache_count_in_the_budget(tmp_path, caplog):
     options = {"lang_steps": 3, "lang_batch_size": 4, "task_reduction": 8}
+    repeated = "There are adapters available but none are activated for the forward pass."
     first, _, _ = _run(tmp_path, "madx", **options)
+    shown = [r for r in caplog.records if r.getMessage() == repeated]
+    assert len(shown) == 1  # `adapters` says it once per stage and evaluation: shown once a run
+    caplog.clear()
     again, _, _ = _run(tmp_path, "madx", **options)
+    assert len([r for r in caplog.records if r.getMessage() == repeated]) <= 1
     languages = 7  # every language of the demo suite has text: one adapter each
     assert first["stages/trained"] == languages and again["stages/trained"] == 0
     assert again["stages/cached"] == languages

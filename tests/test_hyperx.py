@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench import params, runner
+from bench import params, report, runner
 from bench.cli import main
 from bench.data import Collator
 from bench.settings import Pair
@@ -121,7 +121,14 @@ def test_opting_in_evaluates_untrained_languages(tmp_path):
     request = runner.Request(
         method="hyperx", setting="mixed", output=tmp_path, progress=False,
         method_options={**SMALL, "mlm": False, "untrained_languages": True},
-        train={"max_steps": 1},
+        train={"max_steps": 1, "eval_every": 1, "eval_cap": 8},
     )  # fmt: skip
     prepared = runner.prepare(request)  # no error: the user opted in
     assert prepared.method_config.untrained_languages
+    result = runner.execute(prepared)
+    untrained = {"qad", "qae", "qaf", "qag"}  # no labels; MLM text, but MLM is off
+    why = "untrained language embedding (no labels, no MLM text)"
+    assert result.notes == dict.fromkeys(sorted(untrained), why)
+    table = report.results_table(result.pairs, notes=result.notes).splitlines()
+    marked = {line.split()[1] for line in table if " § " in line}
+    assert marked == untrained and f"§ qad: {why}" in table

@@ -194,6 +194,7 @@ def test_madx_falls_back_for_a_language_without_text(madx):
     model = runner.build_model(prepared, no_text, folders)
     assert model.setup(Pair("pos", "qag")) == Stack("lang_qaa", "task_pos")
     assert model.notes() == {"madx.no_text": "qag", "madx.fallback": "qag: lang_qaa"}
+    assert model.language_notes() == {"qag": "no text: ran on lang_qaa"}  # marked in tables
     assert not any(".lang_qag." in n for n, _ in model.named_parameters())
     with pytest.raises(BenchError, match=r"qag have no unlabelled text.*missing_text"):
         Madx.check(no_text, config.with_values({"missing_text": "error"}))

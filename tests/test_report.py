@@ -213,3 +213,5 @@ def test_target_scores_that_do_not_beat_the_lookup_reference_are_marked():
     assert rows["yor"].index("29.5") == rows["wol"].index("45.0")  # the digits stay aligned
     assert report.marked(31.1, {"majority": 20.0, "lookup": 31.1}, "31.1") == "31.1 ‡"
     assert report.marked(50.0, {"majority": None, "lookup": None}, "50.0") == "50.0"
+    served = report.results_table([pair("yor", "target", 29.5)], notes={"yor": "no text"})
+    assert "yor §" in served and served.endswith("\n§ yor: no text")

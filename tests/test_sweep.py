@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,6 +124,13 @@ def test_a_sweep_prunes_stops_resumes_and_nests_its_runs(tmp_path):
     assert tags["best.trial"] == str(best.number) and tags["best.run_id"] == run.info.run_id
     assert float(tags["best.method.lr"]) == pytest.approx(best.params["method.lr"])
     assert f"best: trial {best.number}" in resumed.stdout
+    # between trials: each one's values when it starts, and its end with the study's count
+    assert "trial 3 started: method.lr=" in resumed.stdout
+    ended = re.findall(
+        r"trial (\d+) (complete \d+\.\d\d|pruned); (\d) of 6 finished, best", resumed.stdout
+    )
+    assert [int(done) for _, _, done in ended] == list(range(3, 7))
+    assert any(state == "pruned" for _, state, _ in ended)
     # a folder holding only a sweep: report says its runs are tuning runs, and what to run
     report = subprocess.run([sys.executable, "-m", "bench", "report", "--output", str(output)],
                             capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
