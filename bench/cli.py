@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="methods, tasks, settings and suites")
     listing.add_argument("--options", action="store_true", help="also list every option")
+    listing.add_argument(
+        "--suite", help="with --options: the values this suite sets (name or suite file)"
+    )
+    listing.add_argument("--method", help="with --options: only this method's options")
     _plugin(listing)
 
     backbone = commands.add_parser("backbone", help="build or check the demo backbone")
@@ -465,32 +469,46 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench import plugins
+    from bench import plugins, suites
     from bench.config import TrainConfig
     from bench.method import METHODS
     from bench.settings import SETTINGS
-    from bench.suites import SUITES
     from bench.task import TASKS
 
     plugins.load_builtins()
     plugins.load_files(args.plugin)
+    if (args.suite or args.method) and not args.options:
+        raise BenchError("--suite and --method choose what `list --options` shows; add --options")
+    methods = [METHODS.get(args.method).name] if args.method else METHODS.names()
+    suite = suites.get(args.suite) if args.suite else None
+    named = [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in suites.SUITES.items()]
     sections = [
         ("methods", [(n, m.description) for n, m in METHODS.items()]),
         ("tasks", [(n, f"{t.kind} - {t.description}") for n, t in TASKS.items()]),
         ("settings", [(n, s.description) for n, s in SETTINGS.items()]),
-        ("suites", [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in SUITES.items()]),
+        ("suites (--suite NAME, or --suite FILE.toml)", [*named, *suites.suite_files()]),
     ]
     for title, rows in sections:
         print(f"{title}:")
         width = max(len(name) for name, _ in rows)
         for name, text in rows:
             print(f"  {name.ljust(width)}  {text}")
-    if args.options:
+    if not args.options:
+        return 0
+    if suite is None:
         print("train options (suites set the defaults):")
         _print_options(TrainConfig.describe())
-        for name, method in METHODS.items():
+    else:
+        print(f"train options as suite {suite.name} sets them:")
+        _print_options(suite.train.described())
+    for name in methods:
+        config = METHODS.get(name).Config()
+        if suite is None:
             print(f"method options of {name}:")
-            _print_options(method.Config.describe())
+            _print_options(config.describe())
+        else:
+            print(f"method options of {name} as suite {suite.name} sets them:")
+            _print_options(config.with_values(suite.method_options.get(name, {})).described())
     return 0
 
 

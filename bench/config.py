@@ -56,6 +56,15 @@ class Config:
             for f in dataclasses.fields(cls)
         ]
 
+    def described(self) -> list[tuple[str, str, str]]:
+        """(key, value, help) for every option, with this config's values; a value that is not
+        the default says so (`bench list --options --suite X`)."""
+        rows = []
+        for (key, default, text), value in zip(self.describe(), self.flat().values(), strict=True):
+            shown = repr(value)
+            rows.append((key, shown, text if shown == default else f"{text} [default {default}]"))
+        return rows
+
     def with_values(self, values: dict[str, Any]) -> Self:
         """A copy with `values` (field name -> value or string) applied and validated."""
         hints = typing.get_type_hints(type(self))

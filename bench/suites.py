@@ -129,3 +129,24 @@ def get(name: str) -> Suite:
 
         return suitefile.load(Path(name))
     return SUITES.get(name)()
+
+
+def suite_files() -> list[tuple[str, str]]:
+    """(path, description) of the suite files in `suites/` here and beside the package (the
+    repository's), read without expanding their variables."""
+    import tomllib
+
+    folders = [Path("suites"), Path(__file__).resolve().parent.parent / "suites"]
+    found = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.toml")):
+            if path.resolve() in found.values():
+                continue
+            try:
+                description = str(tomllib.loads(path.read_text()).get("description", ""))
+            except (OSError, tomllib.TOMLDecodeError) as error:
+                description = f"unreadable: {error}"
+            here = path.resolve().is_relative_to(Path.cwd())
+            shown = path.resolve().relative_to(Path.cwd()) if here else path.resolve()
+            found[(str(shown), description)] = path.resolve()
+    return list(found)

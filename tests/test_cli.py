@@ -39,7 +39,7 @@ def test_names_options_and_listings_are_answered_before_heavy_libraries_load(tmp
         (["run", "--method", "hyperx", "--suite", str(tmp_path / "missing.toml")], 2),
         (["params", "--method", "hyperxx"], 2),
         (["report", "--suite", "nope"], 2),
-        (["plan", "--setting", "mixed"], 0),
+        (["plan", "--setting", "mixd"], 2),
     ]
     for argv, code in cases:
         done = subprocess.run(

@@ -146,6 +146,22 @@ def test_relative_paths_in_variables_are_read_from_the_current_directory(
         suites.get(str(moved))  # neither here nor there: read from the file's folder, as named
 
 
+def test_list_shows_suite_files_and_the_values_a_suite_sets(suite_file, capsys):
+    text = suite_file.read_text().replace("[train]", "[method.hyperx]\nbottleneck = 64\n[train]")
+    suite_file.write_text(text)
+    assert main(["list"]) == 0
+    assert "  suites/shared.toml  real UD, MasakhaNER 2.0" in capsys.readouterr().out
+    assert main(["list", "--options", "--suite", str(suite_file), "--method", "hyperx"]) == 0
+    out = capsys.readouterr().out
+    assert "train options as suite mine sets them:" in out
+    assert re.search(r"\n  train\.max_steps=5 +steps per model.*\[default 600\]\n", out)
+    assert re.search(r"\n  method\.bottleneck=64 +adapter bottleneck size \[default 256\]\n", out)
+    assert re.search(r"\n  method\.lr=0\.0001 +peak learning rate[^[]*\n", out)  # the default
+    assert "method options of lora" not in out
+    assert main(["list", "--suite", str(suite_file)]) == 2
+    assert "add --options" in capsys.readouterr().err
+
+
 def test_unset_variable_is_named(suite_file, monkeypatch, capsys):
     monkeypatch.delenv("DATA")
     with pytest.raises(BenchError, match=r"\$\{DATA\}"):
