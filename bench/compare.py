@@ -30,6 +30,7 @@ from bench.report import (
     budgets_compared,
     language_notes,
     mean_sd,
+    seeds_text,
     trained_params,
     trained_seconds,
 )
@@ -421,7 +422,11 @@ def plot(cells: list[Cell], stem: Path) -> list[tuple[str, Path]]:
     settings = list(dict.fromkeys(c.setting for c in cells))
     methods = list(dict.fromkeys(c.method for c in cells))
     width = 0.8 / len(methods)
-    figure, axes = pyplot.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False)
+    seeds = seeds_text([len(c.runs) for c in cells])
+    figure, axes = pyplot.subplots(
+        1, len(tasks), figsize=(max(5.0, 1.2 * len(settings) * len(methods) ** 0.5) * len(tasks),
+                                4.4), squeeze=False,
+    )  # fmt: skip
     for ax, task in zip(axes[0], tasks, strict=True):
         for i, method in enumerate(methods):
             means, errors = [], []
@@ -434,16 +439,16 @@ def plot(cells: list[Cell], stem: Path) -> list[tuple[str, Path]]:
                 errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
             positions = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(settings))]
             ax.bar(positions, means, width, yerr=errors, capsize=2, label=method)
-        ax.set_xticks(range(len(settings)), settings)
-        ax.set_title(f"{task}: average target score")
-    axes[0][0].legend(fontsize=7)
+        ax.set_xticks(range(len(settings)), settings, fontsize=9)
+        ax.set_title(f"{task}: average target score, mean ± sd over {seeds}", fontsize=10)
+    axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     paths = [("average target score per task", stem.with_name(f"{stem.name}-targets.png"))]
     figure.savefig(paths[0][1], dpi=110)
     pyplot.close(figure)
 
     rows = [(s, t) for s in settings for t in tasks]
-    figure, axes = pyplot.subplots(len(rows), 1, figsize=(9, 2.6 * len(rows)), squeeze=False)
+    figure, axes = pyplot.subplots(len(rows), 1, figsize=(10, 3.0 * len(rows)), squeeze=False)
     for ax, (setting, task) in zip(axes[:, 0], rows, strict=True):
         in_setting = [c for c in cells if c.setting == setting]
         pairs = sorted({p for c in in_setting for p in c.targets if p.startswith(f"{task}/")})
@@ -454,9 +459,10 @@ def plot(cells: list[Cell], stem: Path) -> list[tuple[str, Path]]:
             means = [statistics.fmean(v) if v else float("nan") for v in values]
             errors = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
             ax.errorbar(x, means, yerr=errors, fmt="o", markersize=4, capsize=2, label=c.method)
-        ax.set_xticks(range(len(pairs)), [p.split("/")[1] for p in pairs])
-        ax.set_title(f"{setting}, {task}: each target language", fontsize=9)
-    axes[0][0].legend(fontsize=7, ncol=len(methods))
+        ax.set_xticks(range(len(pairs)), [p.split("/")[1] for p in pairs], fontsize=9)
+        title = f"{setting}, {task}: each target language, mean ± sd over {seeds}"
+        ax.set_title(title, fontsize=10)
+    axes[0][0].legend(fontsize=8, ncol=min(len(methods), 4))
     figure.tight_layout()
     paths.append(("score per target pair", stem.with_name(f"{stem.name}-pairs.png")))
     figure.savefig(paths[1][1], dpi=110)

@@ -817,15 +817,24 @@ def figures(report: Report) -> dict[str, bytes]:
     return images
 
 
-_SPAN = 10.0  # the colour scale of a task covers at least this many points
+_SPAN = 10.0  # the params plot's y axis covers at least this many points
+
+
+def seeds_text(counts: list[int]) -> str:
+    """What a figure's values average over: "3 seeds", "1 seed", or "1-3 seeds"."""
+    low, high = min(counts), max(counts)
+    return f"{low if low == high else f'{low}-{high}'} seed{'s' * (high > 1)}"
 
 
 def _heatmap(r: Report, pyplot):
+    """Each task on one scale a reader cannot misread: from the lowest majority reference of its
+    pairs (or its lowest score, if lower) to 100, with a colour bar that marks the task's average
+    majority and lookup references."""
     tasks, names = r.tasks, [m.name for m in r.methods]
-    widths = [len(r.pairs_of(t)) for t in tasks]
+    widths = [len(r.pairs_of(t)) + 0.6 for t in tasks]  # room for each task's colour bar
     figure, axes = pyplot.subplots(
         1, len(tasks), squeeze=False, gridspec_kw={"width_ratios": widths},
-        figsize=(1.6 + 0.95 * sum(widths) + 0.3 * len(tasks), 1.5 + 0.45 * len(names)),
+        figsize=(2.2 + 1.05 * sum(widths), 1.9 + 0.5 * len(names)),
     )  # fmt: skip
     colours = pyplot.get_cmap("viridis").with_extremes(bad="lightgrey")
     for i, (ax, task) in enumerate(zip(axes[0], tasks, strict=True)):
@@ -833,21 +842,31 @@ def _heatmap(r: Report, pyplot):
         values = np.array(
             [[e.point if (e := r.estimates.get((n, p))) else np.nan for p in pairs] for n in names]
         )
-        low, high = np.nanmin(values), np.nanmax(values)
-        if high - low < _SPAN:  # near-equal scores should look near-equal
-            low, high = (low + high - _SPAN) / 2, (low + high + _SPAN) / 2
-        ax.imshow(np.ma.masked_invalid(values), cmap=colours, vmin=low, vmax=high, aspect="auto")
+        majority = [v for p in pairs if (v := r.reference("majority", p)) is not None]
+        low = min([*majority, float(np.nanmin(values))]) if majority else float(np.nanmin(values))
+        low, high = min(low, 90.0), 100.0
+        image = ax.imshow(
+            np.ma.masked_invalid(values), cmap=colours, vmin=low, vmax=high, aspect="auto"
+        )
         for (row, column), value in np.ndenumerate(values):
             light = np.isnan(value) or (value - low) / (high - low) > 0.55
             text = "-" if np.isnan(value) else f"{value:.1f}"
-            ax.text(column, row, text, ha="center", va="center", fontsize=9,
+            ax.text(column, row, text, ha="center", va="center", fontsize=10,
                     color="black" if light else "white")  # fmt: skip
-        ax.set_xticks(range(len(pairs)), [p.split("/")[1] for p in pairs], fontsize=9)
-        ax.set_yticks(range(len(names)), names if i == 0 else [], fontsize=9)
+        ax.set_xticks(range(len(pairs)), [p.split("/")[1] for p in pairs], fontsize=10)
+        ax.set_yticks(range(len(names)), names if i == 0 else [], fontsize=10)
         ax.tick_params(length=0)
-        ax.set_title(f"{task} ({r.metric(task)})", fontsize=10)
+        ax.set_title(f"{task} ({r.metric(task)})", fontsize=11)
+        bar = figure.colorbar(image, ax=ax, fraction=0.08, pad=0.03)
+        bar.ax.tick_params(labelsize=8)
+        for name, style in zip(REFERENCE_ORDER, (":", "--"), strict=True):
+            if (value := r.reference(name, task)) is not None and low <= value <= high:
+                bar.ax.axhline(value, color="red", linestyle=style, linewidth=2)
+    seeds = seeds_text([len(m.runs) for m in r.methods])
     figure.suptitle(
-        f"{r.suite}, {r.setting}: target score, mean over seeds (colour scaled per task)",
+        f"{r.suite}, {r.setting}: target score, mean over {seeds}. Colours run from the lowest "
+        "majority reference to 100; red on the bars: the task's average majority (dotted) and "
+        "lookup (dashed) references",
         fontsize=10,
     )
     figure.tight_layout()
@@ -855,7 +874,7 @@ def _heatmap(r: Report, pyplot):
 
 
 def _params_plot(r: Report, pyplot):
-    tasks = r.tasks
+    tasks, seeds = r.tasks, seeds_text([len(m.runs) for m in r.methods])
     figure, axes = pyplot.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.9), squeeze=False)
     colours = pyplot.get_cmap("tab10")
     legend = {}  # label -> a method's marker or a reference's line, for the figure's one legend
@@ -883,7 +902,7 @@ def _params_plot(r: Report, pyplot):
             ax.set_ylim((low + high - _SPAN) / 2, (low + high + _SPAN) / 2)
         ax.set_xlabel("trained parameters (log scale)", fontsize=9)
         ax.set_ylabel(f"avg target {r.metric(task)}", fontsize=9)
-        ax.set_title(f"{task}: mean ± sd over seeds", fontsize=10)
+        ax.set_title(f"{task}: mean ± sd over {seeds}", fontsize=10)
     figure.legend(
         legend.values(), legend.keys(), loc="lower center", ncol=min(len(legend), 8), fontsize=8,
         frameon=False,

@@ -215,3 +215,23 @@ def test_target_scores_that_do_not_beat_the_lookup_reference_are_marked():
     assert report.marked(50.0, {"majority": None, "lookup": None}, "50.0") == "50.0"
     served = report.results_table([pair("yor", "target", 29.5)], notes={"yor": "no text"})
     assert "yor §" in served and served.endswith("\n§ yor: no text")
+
+
+def test_figures_say_what_they_average_and_scale_colours_from_the_majority_to_100(built):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    heatmap = report._heatmap(built, pyplot)
+    assert "mean over 2 seeds" in heatmap._suptitle.get_text()
+    images = [ax.images[0] for ax in heatmap.axes if ax.images]
+    assert len(images) == len(built.tasks) and len(heatmap.axes) == 2 * len(built.tasks)  # bars
+    for image, task in zip(images, built.tasks, strict=True):
+        low, high = image.get_clim()
+        majority = min(built.reference("majority", p) for p in built.pairs_of(task))
+        assert high == 100.0 and low <= majority
+    params = report._params_plot(built, pyplot)
+    assert all("mean ± sd over 2 seeds" in ax.get_title() for ax in params.axes)
+    assert report.seeds_text([1, 1]) == "1 seed" and report.seeds_text([1, 3]) == "1-3 seeds"
+    pyplot.close("all")
