@@ -714,9 +714,8 @@ def _startup(args: argparse.Namespace) -> int:
     from bench import perf, startup
 
     _positive(repeats=args.repeats)
-    text = startup.render(
-        startup.measure(args.repeats), machine=perf.machine(), repeats=args.repeats
-    )
+    figures, others = startup.measure(args.repeats)
+    text = startup.render(figures, others=others, machine=perf.machine(), repeats=args.repeats)
     return _write_report(text, args.report or perf.REPORT.with_name("startup.md"))
 
 

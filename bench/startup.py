@@ -9,10 +9,12 @@ load, so a typo is answered in a fraction of the time a run needs to start.
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 # (what it is, arguments after `python`, the exit code it must give)
 COMMANDS = (
@@ -30,9 +32,21 @@ COMMANDS = (
 GOAL_S = 2.0  # the issue's bound for an answer to bad input, and for `bench list`
 
 
-def measure(repeats: int) -> list[tuple[str, list[float]]]:
-    """Wall seconds of each command, `repeats` times, in fresh processes."""
+def _cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, of this process's finished children)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = (sum(fields) - fields[3] - fields[4]) / ticks  # all but idle and iowait
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy, children.ru_utime + children.ru_stime
+
+
+def measure(repeats: int) -> tuple[list[tuple[str, list[float]]], float]:
+    """Wall seconds of each command, `repeats` times, in fresh processes; and the share of the
+    machine's cores that other processes kept busy meanwhile (0: an idle machine)."""
     figures = []
+    start_busy, start_ours = _cpu_seconds()
+    started = time.perf_counter()
     for label, arguments, code in COMMANDS:
         seconds = []
         for _ in range(repeats):
@@ -44,16 +58,20 @@ def measure(repeats: int) -> list[tuple[str, list[float]]]:
                     f"{label} exited {done.returncode}, expected {code}: {done.stderr.strip()}"
                 )
         figures.append((label, seconds))
-    return figures
+    busy, ours = _cpu_seconds()
+    wall = time.perf_counter() - started
+    others = max(0.0, (busy - start_busy) - (ours - start_ours)) / (wall * (os.cpu_count() or 1))
+    return figures, others
 
 
-def render(figures: list[tuple[str, list[float]]], *, machine: str, repeats: int) -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+def render(
+    figures: list[tuple[str, list[float]]], *, others: float, machine: str, repeats: int
+) -> str:
     lines = [
         "# Startup: the wait for the first answer",
         "",
-        f"Measured by `python -m bench perf --startup --repeats {repeats}` on {machine}, "
-        f"load average {load} (1, 5, 15 min) when it ended: each command in a fresh process, "
+        f"Measured by `python -m bench perf --startup --repeats {repeats}` on {machine}, while "
+        f"other processes kept {others:.0%} of its cores busy: each command in a fresh process, "
         f"{repeats} times. Goal: an answer to bad input, and `bench list`, under {GOAL_S:.0f} s "
         "on an idle machine.",
         "",

@@ -85,3 +85,14 @@ def test_plan_as_json(capsys):
     plan = json.loads(capsys.readouterr().out)
     shots = [t for t in plan["models"][0]["train"] if t["indices"] is not None]
     assert shots and all(len(t["indices"]) == 3 for t in shots)
+
+
+def test_the_startup_benchmark_times_each_answer_in_a_fresh_process():
+    from bench import startup
+
+    figures, others = startup.measure(1)
+    assert [label for label, _ in figures] == [label for label, _, _ in startup.COMMANDS]
+    assert all(len(seconds) == 1 and seconds[0] > 0 for _, seconds in figures)
+    assert 0.0 <= others <= 1.0
+    text = startup.render(figures, others=others, machine="a test machine", repeats=1)
+    assert "| `bench list` | " in text and "| `import torch` alone, for scale | " in text

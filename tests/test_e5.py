@@ -2,8 +2,9 @@
 ../shared/tools/e5_small_offline.py from two package-registry wheels): a real run end to end."""
 
 import os
+import re
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,16 +18,41 @@ TINY = {"max_steps": 2, "eval_every": 2, "batch_size": 4, "train_cap": 32, "mlm_
 
 
 @pytest.fixture(scope="module")
-def e5(tmp_path_factory):
-    """BENCH_E5_DIR when it holds the model; otherwise built here (about 90 s, most of it pip)."""
+def pasted(tmp_path_factory):
+    """The README's real-suite commands, pasted into a shell as written, from the root of a
+    repository with `../shared` beside it: they build e5-small beside the repository (about
+    90 s, most of it pip) and plan the shared suite. The layout: work/{xlt-bench, shared}."""
+    text = (ROOT / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if TOOL.name in b]
+    work = tmp_path_factory.mktemp("work")
+    repository = work / "xlt-bench"
+    shutil.copytree(ROOT / "suites", repository / "suites")  # what the commands read of it
+    (work / "shared").symlink_to(SHARED.parent)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        ["bash", "-e", "-c", block], cwd=repository, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0 and not (work / "e5-small" / "config.json").is_file():
+        pytest.skip(f"e5-small could not be built (no package registry?): {done.stderr[-300:]}")
+    return block, done, work
+
+
+@needs_shared
+def test_the_readmes_real_suite_commands_work_as_pasted(pasted):
+    block, done, work = pasted
+    assert "export BENCH_DATA_DIR=../shared/data BENCH_E5_DIR=../e5-small" in block
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "e5-small" / "config.json").is_file()  # beside the repository, not in it
+    assert "  train      pos/eng@dev[:1800]             1,800 sentences" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def e5(pasted):
+    """BENCH_E5_DIR when it holds the model; otherwise the one the README's commands built."""
     given = os.environ.get("BENCH_E5_DIR")
     if given and (Path(given) / "config.json").is_file():
         return Path(given)
-    out = tmp_path_factory.mktemp("e5-small")
-    built = subprocess.run([sys.executable, str(TOOL), str(out)], capture_output=True, text=True)
-    if built.returncode != 0:
-        pytest.skip(f"e5-small could not be built (no package registry?): {built.stderr[-300:]}")
-    return out
+    return pasted[2] / "e5-small"
 
 
 @needs_shared

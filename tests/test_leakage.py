@@ -96,7 +96,7 @@ def test_few_shot_shots_are_excluded_where_evaluation_reads_their_split(demo):
 @pytest.mark.parametrize("seed", [0, 3])
 def test_shared_suite_passes(monkeypatch, capsys, seed):
     monkeypatch.setenv("BENCH_DATA_DIR", str(SHARED))
-    monkeypatch.setenv("BENCH_E5_DIR", "e5-small")
+    monkeypatch.setenv("BENCH_E5_DIR", str(ROOT / "backbones" / "demo"))  # plan reads config.json
     args = ["plan", "--suite", str(ROOT / "suites" / "shared.toml"), "--seed", str(seed)]
     assert main(args) == 0
     assert (
