@@ -34,7 +34,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from bench import distributed, interrupts
+from bench import distributed, interrupts, suites
 from bench.backbone import backbone_identity, backbone_path
 from bench.checkpoint import Checkpoint, Checkpoints, restore, training_state
 from bench.config import TrainConfig
@@ -304,6 +304,7 @@ def execute(prepared: Prepared) -> RunResult | None:
         return None
     uri = resolve_uri(request.output, request.tracking_uri)
     tracker = Tracker(uri, prepared.suite.name, request.output / "artifacts")
+    tracker.show_results(list(suites.get(request.suite).labelled_tasks))  # all, not --tasks
     params = run_params(request, prepared.suite, prepared.method_config, prepared.train)
     tags = {
         "method": request.method,

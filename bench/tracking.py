@@ -8,6 +8,7 @@ suite; params flattened (`method.lr`); metrics named `eval/<task>/<lang>/<metric
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shlex
@@ -52,6 +53,60 @@ def check_store(uri: str, what: str) -> None:
     `what` says what was looked for ("no such run", ...)."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise BenchError(f"{what}; there is no MLflow store {uri}")
+
+
+VIEW = "bench"  # the runs table's saved view, opened by `?viewStateShareKey=bench`
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW}"  # the experiment tag MLflow's UI reads it from
+
+
+def results_view(tasks: list[str]) -> str:
+    """The experiment tag's value that makes MLflow's runs table (3.17) open on results: each
+    run's method variant, setting and seed, its average target score per task, its trained
+    parameters and training time; and its Chart tab on a bar chart per task and the scores
+    against trained parameters. MLflow reads no columns or charts from the URL, only this tag
+    (its "shared view"), for every visitor of `#/experiments/<id>/runs?viewStateShareKey=bench`."""
+    scores = [f"metrics.`eval/{task}/avg_target`" for task in tasks]
+    columns = ["tags.`variant`", "tags.`setting`", "tags.`seed`", *scores,
+               "metrics.`params/trainable`", "metrics.`time/train_s`"]  # fmt: skip
+    section = "bench-scores"
+
+    def card(uuid: str, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"uuid": uuid, "type": kind, "metricSectionId": section, "deleted": False,
+                "isGenerated": False, "runsCountToCompare": 100, **fields}  # fmt: skip
+
+    charts = [card(f"bench-{t}", "BAR", metricKey=f"eval/{t}/avg_target") for t in tasks]
+    charts += [
+        card(
+            f"bench-{t}-params",
+            "SCATTER",
+            xaxis={"key": "params/trainable", "type": "METRIC"},
+            yaxis={"key": f"eval/{t}/avg_target", "type": "METRIC"},
+        )
+        for t in tasks
+    ]
+    state = {
+        "selectedColumns": columns,
+        "columnOrder": ["attributes.`Run Name`", *columns],
+        # narrow enough that the scores fit on a screen beside MLflow's assistant panel
+        "columnWidths": {c: 80 if c.startswith("tags.") else 140 for c in columns},
+        "viewMaximized": True,
+        "compareRunCharts": charts,
+        "compareRunSections": [
+            {
+                "uuid": section,
+                "name": "average target score per task",
+                "display": True,
+                "isReordered": False,
+                "deleted": False,
+                "isGenerated": False,
+            }
+        ],
+        "isAccordionReordered": True,
+        "chartsSearchFilter": "avg_target",
+    }
+    return json.dumps(
+        {"name": "bench: results", "createdAt": _now_ms(), "state": json.dumps(state)}
+    )
 
 
 def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
@@ -105,6 +160,12 @@ class Tracker:
         else:
             self.experiment_id = found.experiment_id
         self.run_id = ""
+
+    def show_results(self, tasks: list[str]) -> None:
+        """The experiment's runs table opens on results (`results_view`); set once."""
+        experiment = self.client.get_experiment(self.experiment_id)
+        if VIEW_TAG not in experiment.tags:
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, results_view(tasks))
 
     @staticmethod
     def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.tracking import hide_password, resolve_uri
+from bench.tracking import VIEW, VIEW_TAG, hide_password, resolve_uri
 
 START_TIMEOUT_S = 120.0  # a cold start on a busy 2-core machine takes 5-20 s
 STOP_TIMEOUT_S = 15.0
@@ -146,7 +146,8 @@ def _check_running(process: subprocess.Popen, log_path: Path, when: str) -> None
 
 
 def _experiment_path(base: str) -> str:
-    """'/<id>/runs' (its runs table) of the store's one experiment but MLflow's 'Default', or ''."""
+    """'/<id>/runs' (its runs table) of the store's one experiment but MLflow's 'Default', or '';
+    with the saved view that shows results when the experiment has it (`tracking.VIEW_TAG`)."""
     request = urllib.request.Request(
         f"{base}/api/2.0/mlflow/experiments/search",
         data=json.dumps({"max_results": 1000}).encode(),
@@ -157,8 +158,12 @@ def _experiment_path(base: str) -> str:
             found = json.load(response).get("experiments", [])
     except (OSError, ValueError, urllib.error.URLError):
         return ""
-    ids = [e["experiment_id"] for e in found if e.get("name") != "Default"]
-    return f"/{ids[0]}/runs" if len(ids) == 1 else ""
+    found = [e for e in found if e.get("name") != "Default"]
+    if len(found) != 1:
+        return ""
+    tags = {t["key"] for t in found[0].get("tags", [])}
+    view = f"?viewStateShareKey={VIEW}" if VIEW_TAG in tags else ""
+    return f"/{found[0]['experiment_id']}/runs{view}"
 
 
 def _last_line(log_path: Path) -> str:

@@ -1,7 +1,8 @@
 """`python -m bench ui` end to end: the real MLflow server, two runs logged through it by the
 harness, read back by its REST API, and their comparison page rendered by headless Chromium.
 
-Set BENCH_UI_SCREENSHOT=reports/ui-compare.png to keep a copy of the screenshot (the README's).
+Set BENCH_UI_SCREENSHOTS=reports to keep copies of the screenshots (the README's): ui-runs.png,
+ui-charts.png and ui-compare.png.
 """
 
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench import ui as bench_ui
-from bench.tracking import ui_hint
+from bench.tracking import VIEW_TAG, ui_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_NAMES = ("dummy-mixed-s0", "dummy-mixed-s1")
@@ -111,8 +112,13 @@ def test_runs_logged_through_bench_ui_are_comparable(ui, runs):
     base, tmp = ui["base"], ui["tmp"]
     experiment_id, found = runs
     assert [r["info"]["run_name"] for r in found] == list(RUN_NAMES)
-    # what `bench ui` links to once the store has the suite's experiment: its runs table
-    assert bench_ui._experiment_path(base) == f"/{experiment_id}/runs"
+    # what `bench ui` links to once the store has the suite's experiment: its runs table, in
+    # the view that shows results, which the runs set on the experiment
+    assert bench_ui._experiment_path(base) == f"/{experiment_id}/runs?viewStateShareKey=bench"
+    experiment = _get(f"{base}/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")
+    tags = {t["key"]: t["value"] for t in experiment["experiment"]["tags"]}
+    state = json.loads(json.loads(tags[VIEW_TAG])["state"])
+    assert "metrics.`eval/pos/avg_target`" in state["selectedColumns"]
     metric_names, param_names = [], []
     for seed, run in enumerate(found):
         info, data = run["info"], run["data"]
@@ -153,13 +159,15 @@ def test_file_artifact_locations_are_served(ui, tmp_path):
     assert _get(f"{ui['base']}/get-artifact?{query}") == {"pairs": [1, 2]}
 
 
-def _chromium(url: str, folder: Path, *flags: str, budget_ms: int) -> subprocess.CompletedProcess:
+def _chromium(
+    url: str, folder: Path, *flags: str, budget_ms: int, size: str = "1400,1000"
+) -> subprocess.CompletedProcess:
     home = folder / "chromium-home"  # its profile and caches: nothing outside tmp_path
     home.mkdir(exist_ok=True)
     command = [
         shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
         "--disable-dev-shm-usage", "--no-first-run", f"--user-data-dir={home / 'profile'}",
-        "--window-size=1400,1000", "--hide-scrollbars", f"--virtual-time-budget={budget_ms}",
+        f"--window-size={size}", "--hide-scrollbars", f"--virtual-time-budget={budget_ms}",
         *flags, url,
     ]  # fmt: skip
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
@@ -195,8 +203,43 @@ def test_the_ui_renders_the_comparison_of_the_two_runs(ui, runs, tmp_path):
     head = screenshot.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     assert (int.from_bytes(head[16:20]), int.from_bytes(head[20:24])) == (1400, 1000)
-    if keep := os.environ.get("BENCH_UI_SCREENSHOT"):
-        shutil.copyfile(screenshot, keep)
+    _keep(screenshot)
+
+
+def _keep(screenshot: Path) -> None:
+    if keep := os.environ.get("BENCH_UI_SCREENSHOTS"):
+        shutil.copyfile(screenshot, Path(keep) / screenshot.name)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)",
+)
+def test_the_runs_table_opens_on_the_scores_and_its_charts_on_each_task(ui, runs, tmp_path):
+    """The address `bench ui` prints opens the runs table with the runs' average target score
+    per task, variant, setting and seed as columns; its Chart tab with a bar chart per task."""
+    _, found = runs
+    table = f"{ui['base']}/#/experiments{bench_ui._experiment_path(ui['base'])}"
+    scores = [  # as the REST API gives them; the table prints them whole
+        repr(next(m["value"] for m in run["data"]["metrics"] if m["key"] == key))
+        for run in found
+        for key in ("eval/ner/avg_target", "eval/pos/avg_target")
+    ]
+    for budget_ms in (30_000, 60_000, 120_000):  # more virtual time on a slow, busy machine
+        dom = _chromium(table, tmp_path, "--dump-dom", budget_ms=budget_ms).stdout
+        if all(score in dom for score in scores):
+            break
+    assert all(score in dom for score in scores), (scores, dom[-3000:])
+    assert "eval/pos/avg_target" in dom and "variant" in dom and "shared view" in dom
+    for name, url, size in (
+        ("ui-runs.png", table, "1800,600"), ("ui-charts.png", f"{table}&compareRunsMode=CHART",
+                                             "1800,900"),
+    ):  # fmt: skip
+        screenshot = tmp_path / name
+        _chromium(url, tmp_path, f"--screenshot={screenshot}", budget_ms=budget_ms, size=size)
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        _keep(screenshot)
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
