@@ -76,7 +76,10 @@ def serve(output: Path, tracking_uri: str | None, host: str, port: int) -> int:
             return 0
         shown = hide_password(uri)
         print(f"MLflow server (pid {process.pid}) over {shown}; its log: {log_path}", flush=True)
-        print(f"MLflow UI: {base}/#/experiments{_experiment_path(base)}", flush=True)
+        path = _experiment_path(base)
+        print(f"MLflow UI: {base}/#/experiments{path}", flush=True)
+        if "viewStateShareKey" in path:
+            print(f"its charts: {base}/#/experiments{path}&compareRunsMode=CHART", flush=True)
         print("Ctrl-C stops it.", flush=True)
         while not stop.requested:
             _check_running(process, log_path, "")
