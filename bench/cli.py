@@ -345,7 +345,11 @@ def _request(args: argparse.Namespace):
         plugins=tuple(args.plugin), resume=getattr(args, "resume", None),
         trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
-    return request, resolve(request)
+    resolved = resolve(request)
+    from bench.backbone import backbone_path
+
+    backbone_path(resolved[0].backbone)  # a missing or altered backbone stops here, at once
+    return request, resolved
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_formats import CONLLU
+
 from bench.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +30,16 @@ print(code, *sorted(m for m in {heavy} if m in sys.modules))
 
 def test_names_options_and_listings_are_answered_before_heavy_libraries_load(tmp_path):
     """A typo must be answered in a blink: nothing heavy is imported before the checks."""
+    data = tmp_path / "en.conllu"
+    data.write_text(CONLLU)
+    splits = ", ".join(f'{split} = "{data}"' for split in ("train", "dev", "test"))
+    suite = tmp_path / "no-backbone.toml"
+    suite.write_text(
+        f'backbone = "{tmp_path / "no-model"}"\n[tasks.pos.files]\nen = {{ {splits} }}\n'
+        '[settings.mixed]\ntrain = ["pos/en"]\n'
+    )
     cases = [
+        (["run", "--method", "dummy", "--suite", str(suite)], 2),  # no backbone there
         (["list", "--options"], 0),
         (["run", "--method", "hyperX"], 2),
         (["run", "--method", "lora", "--set", "method.rnk=4"], 2),
