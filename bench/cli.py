@@ -462,13 +462,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     train = suite.train.with_values(_train_overrides(args))
     plan = setting.build(suite, args.seed, train)
     leakage.check(plan, suite, train)
-    backbone_path(suite.backbone)  # as a run would: a missing or altered backbone stops here
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.render(), flush=True)
+    # then what a run checks: its backbone and every split it reads (the Plan is printed even
+    # where they cannot be had, as offline without the caches: then exit code 2 says so)
+    backbone_path(suite.backbone)
     request.check_sources(suite, plan, {m.name: () for m in plan.models}, mlm=True)
-    if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
-        return 0
-    print(plan.render())
-    print(request.render_examples(suite, request.examples(suite, plan, train)))
+    if not args.json:
+        print(request.render_examples(suite, request.examples(suite, plan, train)))
     return 0
 
 
