@@ -57,14 +57,16 @@ def verify(path: Path) -> None:
         )
 
 
-def backbone_path(spec: str) -> Path:
-    """The folder of a suite's backbone: "demo" is the shipped one, checked against its checksum."""
+def backbone_path(spec: str, download: bool = True) -> Path:
+    """The folder of a suite's backbone: "demo" is the shipped one, checked against its checksum.
+    A hub backbone is downloaded when it is not cached, unless `download` is off (`bench plan`
+    looks in the cache alone: it never goes to the network)."""
     if spec == "demo":
         verify(DEMO_DIR)
         return DEMO_DIR
     path = Path(spec)
     if not path.exists() and HUB_ID.fullmatch(spec):
-        return _hub_backbone(spec)
+        return _hub_backbone(spec, download)
     if not (path / "config.json").exists():
         raise BenchError(
             f"backbone folder {path.absolute()} has no config.json (expected a saved model)"
@@ -80,18 +82,24 @@ HUB_FILES = ["config.json", "*.safetensors", "tokenizer*", "vocab*", "special_to
 
 
 @functools.cache  # backbone_path runs several times a run: ask the hub once per process
-def _hub_backbone(spec: str) -> Path:
+def _hub_backbone(spec: str, download: bool) -> Path:
     """A hub backbone (`org/name@revision`) in the local Hugging Face cache, downloaded once.
     With HF_HUB_OFFLINE set the hub is not asked: the cache has it, or the run stops here."""
     from huggingface_hub import constants, snapshot_download
 
     repo, _, revision = spec.partition("@")
     try:
-        folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
+        found = snapshot_download(
+            repo, revision=revision or None, allow_patterns=HUB_FILES,
+            local_files_only=not download,
+        )  # fmt: skip
+        folder = Path(found)
     except (OSError, ValueError) as error:  # offline and not cached: LocalEntryNotFoundError
         why = (
             "HF_HUB_OFFLINE is set, so the hub is not asked"
             if constants.HF_HUB_OFFLINE
+            else "`bench plan` does not download it (a run does)"
+            if not download
             else f"the hub cannot be reached ({type(error).__name__})"
         )
         raise BenchError(

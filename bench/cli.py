@@ -354,8 +354,7 @@ def _request(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     _positive(processes=args.processes)
-    request, (suite, _, _, _, plan) = _request(args)
-    header = f"{suite.name} / {plan.setting} / {args.method} / seed {args.seed}"
+    request, _ = _request(args)
     from bench import distributed, runner
     from bench.interrupts import stop_on_sigterm
     from bench.report import results_table
@@ -367,8 +366,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if launched > 1 and args.processes not in (1, launched):
         raise BenchError(f"--processes {args.processes}, but launched in {launched} processes")
     group = distributed.current()
-    if group.main and not args.resume:
-        print(f"{header}: {plan.size()}", flush=True)
     with group.first():  # process 0 fills the caches the others read
         prepared = runner.prepare(request)
     stop_on_sigterm()
@@ -391,7 +388,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result is None:  # not process 0 of a data-parallel run: that one reports
         return 0
     print()
-    print(header)
+    print(runner.header(prepared))
     print(prepared.suite.description)
     print(results_table(result.pairs, prepared.suite.language_names, result.notes))
     m = result.metrics
@@ -465,7 +462,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.render(), flush=True)
     # then what a run checks: its backbone and every split it reads (the Plan is printed even
     # where they cannot be had, as offline without the caches: then exit code 2 says so)
-    backbone_path(suite.backbone)
+    backbone_path(suite.backbone, download=False)
     request.check_sources(suite, plan, {m.name: () for m in plan.models}, mlm=True)
     if not args.json:
         print(request.render_examples(suite, request.examples(suite, plan, train)))

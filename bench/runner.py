@@ -109,6 +109,8 @@ def prepare(request: Request) -> Prepared:
     _check_output(request.output)
     Tracker.check_reachable(resolve_uri(request.output, request.tracking_uri))  # no run yet
     resumed = _resumable(request, run_params(request, suite, method_config, train))
+    if request.progress and distributed.current().main:  # every check passed: the run starts
+        print(f"{_header(request, suite, plan)}: {plan.size()}", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=request.trust_remote_code)
     with Stopwatch() as reading:
         data = _read_data(
@@ -130,6 +132,15 @@ def prepare(request: Request) -> Prepared:
         request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
         started, resumed=resumed, data_s=reading.seconds,
     )  # fmt: skip
+
+
+def header(prepared: Prepared) -> str:
+    """A run in one line: suite / setting / method / seed."""
+    return _header(prepared.request, prepared.suite, prepared.plan)
+
+
+def _header(request: Request, suite: Suite, plan: Plan) -> str:
+    return f"{suite.name} / {plan.setting} / {request.method} / seed {request.seed}"
 
 
 def _read_data(

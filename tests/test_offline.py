@@ -132,9 +132,11 @@ def test_the_paper_suite_offline_stops_at_once_with_one_line(tmp_path, backbone_
 
 
 def test_the_paper_plan_needs_no_network(tmp_path):
+    """The Plan prints; its backbone check looks in the cache alone, and says it is not there."""
     result = blocked(["plan", "--suite", "paper", "--setting", "mixed"], tmp_path / "hf")
     assert MARKER not in result.stderr, result.stderr
-    assert result.returncode == 0 and "Plan: suite paper, setting mixed" in result.stdout
+    assert result.returncode == 2 and "Plan: suite paper, setting mixed" in result.stdout
+    assert "`bench plan` does not download it (a run does)" in result.stderr
 
 
 @pytest.mark.parametrize(
