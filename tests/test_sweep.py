@@ -127,9 +127,9 @@ def test_a_sweep_prunes_stops_resumes_and_nests_its_runs(tmp_path):
     # between trials: each one's values when it starts, and its end with the study's count
     assert "trial 3 started: method.lr=" in resumed.stdout
     ended = re.findall(
-        r"trial (\d+) (complete \d+\.\d\d|pruned); (\d) of 6 finished, best", resumed.stdout
+        r"trial (\d+) (complete|pruned) \d+\.\d\d; (\d) of 6 finished, best", resumed.stdout
     )
-    assert [int(done) for _, _, done in ended] == list(range(3, 7))
+    assert [int(done) for _, _, done in ended] == list(range(3, 7)), resumed.stdout
     assert any(state == "pruned" for _, state, _ in ended)
     # a folder holding only a sweep: report says its runs are tuning runs, and what to run
     report = subprocess.run([sys.executable, "-m", "bench", "report", "--output", str(output)],
