@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench import ui as bench_ui
-from bench.tracking import VIEW_TAG, ui_hint
+from bench.tracking import VIEW, VIEW_TAG, ui_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_NAMES = ("dummy-mixed-s0", "dummy-mixed-s1")
@@ -217,10 +217,12 @@ def _keep(screenshot: Path) -> None:
     reason="chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)",
 )
 def test_the_runs_table_opens_on_the_scores_and_its_charts_on_each_task(ui, runs, tmp_path):
-    """The address `bench ui` prints opens the runs table with the runs' average target score
-    per task, variant, setting and seed as columns; its Chart tab with a bar chart per task."""
-    _, found = runs
-    table = f"{ui['base']}/#/experiments{bench_ui._experiment_path(ui['base'])}"
+    """The address `bench ui` links to (while the store holds this one experiment; see above)
+    opens the runs table with the runs' average target score per task, variant, setting and seed
+    as columns; its Chart tab with a bar chart per task. The address is built here rather than
+    asked of the server: test_file_artifact_locations_are_served adds a second experiment."""
+    experiment_id, found = runs
+    table = f"{ui['base']}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW}"
     scores = [  # as the REST API gives them; the table prints them whole
         repr(next(m["value"] for m in run["data"]["metrics"] if m["key"] == key))
         for run in found
