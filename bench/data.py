@@ -23,7 +23,7 @@ from bench.heads import IGNORE
 from bench.settings import Pair
 from bench.task import Kind, Task
 
-ENCODING_VERSION = "1"  # bump when the encoding below changes, to invalidate caches
+ENCODING_VERSION = "2"  # bump when the encoding below changes, to invalidate caches
 
 datasets.disable_progress_bars()  # cache writes take milliseconds; the training bar is the one bar
 
@@ -35,7 +35,9 @@ class PairData:
     pair: Pair
     kind: Kind
     rows: datasets.Dataset
-    encoded: datasets.Dataset  # input_ids, token_type_ids, labels (per token or one), n_labelled
+    # input_ids, token_type_ids, labels (per token or one), n_labelled; evaluated token tasks
+    # also example, words and cut (see `encode`)
+    encoded: datasets.Dataset
     fingerprint: str = ""  # changes whenever the encoded examples would (keys trained stages)
     cached: bool = False  # the encodings were read from the on-disk cache, not tokenised now
 
@@ -52,6 +54,17 @@ class PairData:
 
     def examples(self, indices: list[int]) -> dict[str, list]:
         return {name: [column[i] for i in indices] for name, column in self.columns.items()}
+
+    @property
+    def words(self) -> int:
+        """Words of a token task's split (0 for other tasks)."""
+        return sum(map(len, self.rows["tokens"])) if self.kind is Kind.TOKEN else 0
+
+    @property
+    def cut(self) -> int:
+        """Words that truncation at `max_length` would have lost, read in later windows instead
+        (0 where the split is not encoded in windows)."""
+        return sum(self.columns.get("cut", ()))
 
 
 _FINGERPRINTS: dict[str, str] = {}  # sha256 of a serialised fast tokenizer -> its fingerprint
@@ -89,8 +102,11 @@ def load_pair(
     indices: tuple[int, ...] | None = None,
     exclude: tuple[int, ...] = (),
     cache_dir: Path | None = None,
+    windows: bool = False,
 ) -> PairData:
-    """Load, subset and encode one pair's split, reusing the on-disk encoding when it is current."""
+    """Load, subset and encode one pair's split, reusing the on-disk encoding when it is current.
+    `windows`: a token task's sentences longer than `max_length` are read in overlapping windows
+    (evaluation: every word gets a prediction), not truncated (training)."""
     rows = task.load(language, split)
     if indices is not None:
         rows = rows.select(indices)
@@ -109,6 +125,7 @@ def load_pair(
         "labels": task.labels,
         "max_length": max_length,
         "subset": [cap, indices, exclude],
+        "windows": windows and task.kind is Kind.TOKEN,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir / f"{task.name}-{language}-{split}-{digest}" if cache_dir else None
@@ -116,7 +133,7 @@ def load_pair(
     if cached:
         encoded = datasets.load_from_disk(str(path))
     else:
-        encoded = datasets.Dataset.from_dict(encode(task, rows, tokenizer, max_length))
+        encoded = datasets.Dataset.from_dict(encode(task, rows, tokenizer, max_length, windows))
         if path is not None:
             _write_cache(encoded, path)
     return PairData(Pair(task.name, language), task.kind, rows, encoded, digest, cached)
@@ -139,7 +156,11 @@ def _write_cache(encoded: datasets.Dataset, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def encode(task: Task, dataset: datasets.Dataset, tokenizer, max_length: int) -> dict[str, list]:
+def encode(
+    task: Task, dataset: datasets.Dataset, tokenizer, max_length: int, windows: bool = False
+) -> dict[str, list]:
+    """Token ids, and labels on each word's first sub-word (IGNORE elsewhere). Without `windows`
+    a sequence is truncated to `max_length`; with it, see `_windows`."""
     rows = dataset.to_dict()
     if task.kind is Kind.MLM:
         enc = tokenizer(rows["text"], truncation=True, max_length=max_length)
@@ -156,6 +177,8 @@ def encode(task: Task, dataset: datasets.Dataset, tokenizer, max_length: int) ->
         enc = tokenizer(rows["premise"], rows["hypothesis"], truncation=True, max_length=max_length)
         labels = [label_id(label) for label in rows["label"]]
         return {**_ids(enc), "labels": labels, "n_labelled": [1] * len(labels)}
+    if windows:
+        return _windows(rows, tokenizer, max_length, label_id)
     enc = tokenizer(
         rows["tokens"], is_split_into_words=True, truncation=True, max_length=max_length
     )
@@ -169,6 +192,54 @@ def encode(task: Task, dataset: datasets.Dataset, tokenizer, max_length: int) ->
         all_labels.append(labels)
         counts.append(sum(label != IGNORE for label in labels))
     return {**_ids(enc), "labels": all_labels, "n_labelled": counts}
+
+
+def _windows(rows: dict[str, list], tokenizer, max_length: int, label_id) -> dict[str, list]:
+    """A token task's sentences as the model reads them in evaluation: one sequence per sentence
+    that fits in `max_length` sub-words (the same ids as truncation gives), and for a longer one
+    windows of `max_length` that overlap by half. Each word is labelled in exactly one window:
+    the one in which its first sub-word has the most context on its less-read side. Per window:
+    `example` (the sentence), `words` (the word each labelled position predicts, -1 elsewhere)
+    and `cut` (on a sentence's first window: its words that truncation would have lost)."""
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    prefix = tokenizer.build_inputs_with_special_tokens([-1]).index(-1)  # [CLS] or <s>: 1
+    enc = tokenizer(rows["tokens"], is_split_into_words=True, add_special_tokens=False)
+    out: dict[str, list] = {
+        k: [] for k in ("input_ids", "token_type_ids", "labels", "n_labelled", "example", "words",
+                        "cut")
+    }  # fmt: skip
+    for i, tags in enumerate(rows["tags"]):
+        ids, word_of = enc["input_ids"][i], enc.word_ids(i)
+        first: dict[int, int] = {}  # word -> the position of its first sub-word
+        for position, word in enumerate(word_of):
+            if word is not None:
+                first.setdefault(word, position)
+        n = len(ids)
+        starts = [0] if n <= room else [*range(0, n - room, max(1, room // 2)), n - room]
+
+        def context(position: int, start: int) -> int:
+            return min(position - start, start + room - 1 - position)
+
+        home = {
+            w: max(range(len(starts)), key=lambda k, p=p: (context(p, starts[k]), -k))
+            for w, p in first.items()
+        }
+        for k, start in enumerate(starts):
+            piece = ids[start : start + room]
+            input_ids = tokenizer.build_inputs_with_special_tokens(piece)
+            labels, words = [IGNORE] * len(input_ids), [-1] * len(input_ids)
+            for j, position in enumerate(range(start, start + len(piece)), start=prefix):
+                word = word_of[position]
+                if word is not None and first[word] == position and home[word] == k:
+                    labels[j], words[j] = label_id(tags[word]), word
+            out["input_ids"].append(input_ids)
+            out["token_type_ids"].append(tokenizer.create_token_type_ids_from_sequences(piece))
+            out["labels"].append(labels)
+            out["n_labelled"].append(sum(w >= 0 for w in words))
+            out["example"].append(i)
+            out["words"].append(words)
+            out["cut"].append(sum(p >= room for p in first.values()) if k == 0 else 0)
+    return out
 
 
 def _ids(enc) -> dict[str, list]:

@@ -11,7 +11,6 @@ import torch
 
 from bench.config import TrainConfig
 from bench.data import Collator, PairData
-from bench.heads import IGNORE
 from bench.metrics import METRICS
 from bench.model import Model
 from bench.references import References
@@ -47,29 +46,36 @@ def predict(
     batch_size: int,
     precision: str = "fp32",
 ) -> list:
-    """Predicted labels per example; words cut off by truncation get no prediction (None)."""
+    """Predicted labels per example: a label, or for a token task a label per word. A token
+    task's evaluation data holds windows (`bench.data.load_pair(windows=True)`), each of which
+    predicts its own words; a word no window predicts (none of its sub-words survived
+    tokenisation) gets None."""
     model.eval()
     model.prepare_eval(data.pair)
+    columns = data.columns
+    predictions: list
     if task.kind is Kind.TOKEN:
-        lengths = [len(tokens) for tokens in data.rows.to_dict()["tokens"]]
+        predictions = [[None] * len(tokens) for tokens in data.rows["tokens"]]
+    else:
+        predictions = [None] * len(data)
     # Batches of similar lengths waste little on padding; predictions go back to their order.
-    order = sorted(range(len(data)), key=lambda i: len(data.columns["input_ids"][i]))
-    predictions: list = [None] * len(data)
-    with torch.no_grad():
+    order = sorted(range(len(data)), key=lambda i: len(columns["input_ids"][i]))
+    with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
             batch = collator(data.examples(indices), task.kind)
             with autocast(precision, batch["input_ids"].device):
                 logits = model(batch, data.pair).logits
-            ids = logits.argmax(-1).cpu()
+            ids = logits.argmax(-1).cpu().tolist()
             if task.kind is Kind.SENTENCE:
-                for index, label in zip(indices, ids.tolist(), strict=True):
+                for index, label in zip(indices, ids, strict=True):
                     predictions[index] = task.labels[label]
                 continue
-            labelled = (batch["labels"] != IGNORE).cpu()
-            for row, mask, index in zip(ids, labelled, indices, strict=True):
-                words = [task.labels[i] for i in row[mask].tolist()]
-                predictions[index] = words + [None] * (lengths[index] - len(words))
+            for row, index in zip(ids, indices, strict=True):
+                words = predictions[columns["example"][index]]
+                for word, label in zip(columns["words"][index], row, strict=False):
+                    if word >= 0:
+                        words[word] = task.labels[label]
     return predictions
 
 
@@ -95,7 +101,7 @@ def evaluate(
 
 
 def scored(predictions: list, labels: Sequence[str]) -> list:
-    """Predictions as the metric reads them: a word lost to truncation (None) counts as wrong,
+    """Predictions as the metric reads them: a word with no prediction (None) counts as wrong,
     "O" for NER (a missed entity), else no label."""
     fallback = "O" if "O" in labels else ""
     return [

@@ -170,11 +170,24 @@ def _read_data(
             data[key] = load_pair(
                 suite.task(item.pair.task), item.pair.language, item.split, tokenizer,
                 max_length=train.max_length, exclude=item.exclude, cap=cap, cache_dir=cache,
+                windows=True,
             )  # fmt: skip
     for key, pair_data in data.items():
         if key[0] == "train":  # the columns batches are cut from, built now, not at a first draw
             _ = pair_data.columns
     return data
+
+
+def window_metrics(data: dict[tuple, PairData]) -> dict[str, int]:
+    """Per evaluated split of a token task: its words, and those beyond `train.max_length`
+    sub-words, which truncation would have lost and evaluation reads in later windows."""
+    metrics = {}
+    for key, pair_data in data.items():
+        if key[0] == "eval" and pair_data.kind is Kind.TOKEN:
+            name = f"data/{pair_data.pair.task}/{pair_data.pair.language}/{key[2]}"
+            metrics[f"{name}/words"] = pair_data.words
+            metrics[f"{name}/words_beyond_max_length"] = pair_data.cut
+    return metrics
 
 
 def checkpoint_folder(output: Path, run_id: str) -> Path:
@@ -572,6 +585,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
             "time/data_s": prepared.data_s,
             "data/encoded": sum(not d.cached for d in prepared.data.values()),
             "data/cached": sum(d.cached for d in prepared.data.values()),
+            **window_metrics(prepared.data),
             "stages/trained": progress.stages_trained,
             "stages/cached": sum(len(s) for s in prepared.stages.values())
             - progress.stages_trained,

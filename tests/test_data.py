@@ -1,11 +1,14 @@
 import datasets
 import numpy as np
 import pytest
+import torch
 from test_formats import CONLLU
 from transformers import AutoTokenizer
 
-from bench.data import PairData, PairSampler, load_pair, sampling_probabilities
+from bench.data import Collator, PairData, PairSampler, load_pair, sampling_probabilities
+from bench.evaluation import predict
 from bench.heads import IGNORE
+from bench.model import Model, Output
 from bench.runner import backbone_path
 from bench.settings import Pair
 from bench.task import TASKS, Kind, Task
@@ -35,6 +38,44 @@ def test_truncation_keeps_labels_aligned(demo, tokenizer):
         kept = [labels_of[x] for x in data.columns["labels"][i] if x != IGNORE]
         assert kept == data.rows[i]["tags"][: len(kept)]
         assert len(data.columns["input_ids"][i]) <= 8
+
+
+class _Oracle(Model):
+    """Predicts each labelled position's gold label: what is left to check is where evaluation
+    puts the predictions."""
+
+    def __init__(self, labels: int) -> None:
+        super().__init__()
+        self.labels = labels
+
+    def forward(self, batch, pair):
+        gold = batch["labels"].clamp(min=0)
+        return Output(torch.zeros(()), torch.nn.functional.one_hot(gold, self.labels).float())
+
+
+def test_every_word_of_a_sentence_beyond_max_length_is_predicted(demo, tokenizer):
+    """Evaluation reads a long sentence in overlapping windows: each word is predicted in exactly
+    one of them, and the predictions land on their own words, as they would without a cut."""
+    task = demo.task("ner")
+    whole = load_pair(task, demo.main_source, "dev", tokenizer, max_length=128, windows=True)
+    assert whole.cut == 0 and len(whole) == len(whole.rows)  # every sentence fits: no windows
+    cut = load_pair(task, demo.main_source, "dev", tokenizer, max_length=8, windows=True)
+    lengths = [len(tokens) for tokens in cut.rows["tokens"]]
+    assert len(cut) > len(cut.rows) and cut.words == sum(lengths) == sum(cut.columns["n_labelled"])
+    # what truncation at 8 sub-words drops
+    truncated = load_pair(task, demo.main_source, "dev", tokenizer, max_length=8)
+    assert cut.cut == sum(lengths) - sum(truncated.columns["n_labelled"]) > 0
+    seen: dict[int, list[int]] = {}
+    for example, words, ids in zip(
+        cut.columns["example"], cut.columns["words"], cut.columns["input_ids"], strict=True
+    ):
+        assert len(ids) <= 8
+        seen.setdefault(example, []).extend(w for w in words if w >= 0)
+    assert [seen[i] for i in range(len(lengths))] == [list(range(n)) for n in lengths]
+
+    collator = Collator(tokenizer, 0.15, seed=0)
+    predicted = predict(_Oracle(len(task.labels)), task, cut, collator, batch_size=7)
+    assert predicted == cut.rows["tags"]
 
 
 def test_encodings_are_cached_and_invalidated_by_their_key(demo, tokenizer, tmp_path):
