@@ -177,6 +177,11 @@ class TrainConfig(Config):
         None, "at most this many examples per model-selection pair (default: eval_cap)", gt=0
     )
     shots: int = option(10, "few-shot: labelled examples per target pair", gt=0)
+    head_steps: int = option(
+        300, "steps of the MLM-head stage a backbone published without an MLM head (e5) gets "
+        "before a method trains MLM on it (0: none; the method trains the random head)", ge=0,
+    )  # fmt: skip
+    head_lr: float = option(2e-3, "peak learning rate of the MLM-head stage", gt=0)
     precision: str = option(
         "fp32", "fp32, or bf16: bfloat16 autocast in training and evaluation (for GPUs)",
         choices=("fp32", "bf16"),

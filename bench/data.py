@@ -55,6 +55,13 @@ class PairData:
     def examples(self, indices: list[int]) -> dict[str, list]:
         return {name: [column[i] for i in indices] for name, column in self.columns.items()}
 
+    def subset(self, indices: list[int], part: str) -> PairData:
+        """Some of the examples, as data of their own; `part` names them in the fingerprint."""
+        return PairData(
+            self.pair, self.kind, self.rows.select(indices), self.encoded.select(indices),
+            f"{self.fingerprint}-{part}", self.cached,
+        )  # fmt: skip
+
     @property
     def words(self) -> int:
         """Words of a token task's split (0 for other tasks)."""

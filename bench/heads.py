@@ -77,3 +77,25 @@ class EncoderWithHeads(Model):
             attention_mask=batch["attention_mask"],
             token_type_ids=batch["token_type_ids"],
         ).last_hidden_state
+
+
+class MlmHeadModel(Model):
+    """An MLM head trained over a frozen encoder: what a backbone published without one gets
+    before methods train MLM through it (the runner's MLM-head stage). The weights the checkpoint
+    lacked train (for a BERT-style head: the transform's dense layer and LayerNorm, and the
+    decoder's bias); the decoder's weight stays tied to the frozen input embeddings."""
+
+    def __init__(self, backbone: Backbone, tasks: dict[str, Task]) -> None:
+        super().__init__()
+        backbone.model.requires_grad_(False)
+        self.encoder = backbone.encoder
+        self.heads = Heads(tasks, backbone.hidden_size, mlm_head=backbone.head_for_mlm())
+
+    def forward(self, batch: dict[str, torch.Tensor], pair: Pair) -> Output:
+        with torch.no_grad():  # nothing in the encoder trains: no graph through it
+            hidden = self.encoder(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"],
+            ).last_hidden_state
+        return self.heads(hidden, batch, pair.task)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 import transformers
 from mlflow.exceptions import MlflowException
@@ -41,6 +42,7 @@ from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
 from bench.errors import BenchError, Stopped, TrainingError
 from bench.evaluation import PairResult, autocast, evaluate, not_learned, summarize
+from bench.heads import IGNORE, MlmHeadModel
 from bench.method import Backbone, Method, MethodConfig, Stage, variant
 from bench.model import Model, count_parameters
 from bench.references import References
@@ -82,6 +84,7 @@ class Prepared:
     resumed: Checkpoint | None = None  # what `request.resume` continues from (None: the start)
     data_s: float = 0.0  # reading and encoding the data (or reading it from the cache)
     run_id: str = ""  # the MLflow run, once `execute` has started (or resumed) it
+    head: Path | None = None  # the MLM-head stage's folder, where the backbone needs one
 
     def examples(self, pair: Pair, split: str) -> PairData:
         """The loaded data of `pair`'s `split` (the first loaded, when parts of it were)."""
@@ -114,7 +117,8 @@ def prepare(request: Request) -> Prepared:
     tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=request.trust_remote_code)
     with Stopwatch() as reading:
         data = _read_data(
-            suite, plan, stages, method_config.mlm, train, tokenizer, request.output / "cache",
+            suite, plan, stages, trains_mlm(method_config, stages), train, tokenizer,
+            request.output / "cache",
             request.progress and distributed.current().main,
         )  # fmt: skip
     references = {}
@@ -132,6 +136,12 @@ def prepare(request: Request) -> Prepared:
         request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
         started, resumed=resumed, data_s=reading.seconds,
     )  # fmt: skip
+
+
+def trains_mlm(method_config: MethodConfig, stages: dict[str, tuple[Stage, ...]]) -> bool:
+    """Whether a run trains MLM anywhere: in its models, or in a stage (MAD-X's languages)."""
+    staged = (t for model in stages.values() for stage in model for t in stage.pairs)
+    return method_config.mlm or any(t.pair.task == "mlm" for t in staged)
 
 
 def header(prepared: Prepared) -> str:
@@ -176,6 +186,18 @@ def _read_data(
         if key[0] == "train":  # the columns batches are cut from, built now, not at a first draw
             _ = pair_data.columns
     return data
+
+
+def head_metrics(progress: Progress) -> dict[str, float]:
+    """The MLM-head stage's held-out MLM loss before and after it trained, and whether this run
+    trained it (1) or read it from the cache (0); nothing where the run needed no head."""
+    if HEAD not in progress.stage_spent:
+        return {}
+    heldout = progress.stage_spent[HEAD]["heldout_loss"]
+    return {
+        **{f"{HEAD}/heldout_loss_{when}": loss for when, loss in heldout.items()},
+        f"{HEAD}/trained": float(progress.head_trained),
+    }
 
 
 def window_metrics(data: dict[tuple, PairData]) -> dict[str, int]:
@@ -278,12 +300,12 @@ def _load(suite: Suite, t, tokenizer, train: TrainConfig, cache: Path) -> PairDa
 
 
 def load_backbone(
-    spec: str, init: str, trust_remote_code: bool = False
+    spec: str, init: str, trust_remote_code: bool = False, head: Path | None = None
 ) -> tuple[PreTrainedModel, frozenset[str]]:
     """The suite's masked-LM backbone, and the names of the weights its checkpoint lacked (the
-    MLM head of an encoder published without one, such as e5). `init="random"` keeps the shape
-    but not the weights (a control: transfer that also appears on a random backbone is not due
-    to pretraining)."""
+    MLM head of an encoder published without one, such as e5) and `head` (the MLM-head stage's
+    folder, `mlm_head`) did not provide. `init="random"` keeps the shape but not the weights (a
+    control: transfer that also appears on a random backbone is not due to pretraining)."""
     path = backbone_path(spec)
     trust = {"trust_remote_code": trust_remote_code}
     config = AutoConfig.from_pretrained(path, **trust)
@@ -297,7 +319,12 @@ def load_backbone(
         )
     finally:
         transformers.logging.set_verbosity(verbosity)
-    return model, frozenset(info["missing_keys"])
+    missing = frozenset(info["missing_keys"])
+    if head is not None:
+        trained = safetensors.torch.load_file(head / HEAD_WEIGHTS)
+        model.load_state_dict(trained, strict=False)
+        missing -= set(trained)
+    return model, missing
 
 
 def attention(config: PretrainedConfig) -> dict[str, str]:
@@ -429,6 +456,7 @@ class Progress:
     total: int = 0
     staged: dict[str, int] = dataclasses.field(default_factory=dict)  # stage -> parameters
     stages_trained: int = 0
+    head_trained: bool = False  # this run trained the MLM-head stage (not read it from the cache)
     # the models' budgets: labelled and MLM steps and tokens, and train FLOPs, summed
     spent: dict[str, float] = dataclasses.field(default_factory=dict)
     streams: dict[str, str] = dataclasses.field(default_factory=dict)  # model -> Loop.stream
@@ -508,6 +536,11 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
             written = checkpoints.save(record, model, state)
         tracker.tags({"checkpoint": f"{written} ({_where(record)})"})
 
+    with clocks["stages"]:
+        prepared.head, spent, trained = mlm_head(prepared, tracker)
+    if spent is not None:
+        progress.stage_spent[HEAD] = spent
+        progress.head_trained = progress.head_trained or trained
     pending = resumed if resumed is not None and resumed.state is not None else None
     for index, model_plan in enumerate(prepared.plan.models):
         if index < progress.model:
@@ -586,6 +619,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
             "data/encoded": sum(not d.cached for d in prepared.data.values()),
             "data/cached": sum(d.cached for d in prepared.data.values()),
             **window_metrics(prepared.data),
+            **head_metrics(progress),
             "stages/trained": progress.stages_trained,
             "stages/cached": sum(len(s) for s in prepared.stages.values())
             - progress.stages_trained,
@@ -637,7 +671,7 @@ def build_model(
     if missing:
         raise ValueError(f"stages {sorted(missing)} are not trained yet")
     model, untrained = load_backbone(
-        suite.backbone, request.backbone_init, request.trust_remote_code
+        suite.backbone, request.backbone_init, request.trust_remote_code, prepared.head
     )
     backbone = Backbone(
         suite.backbone, model, prepared.tokenizer, request.backbone_init, dict(stages or {}),
@@ -649,6 +683,110 @@ def build_model(
 
 
 STAGE_RECORD = ("steps", "tokens", "flops", "seconds")  # what `spent.json` holds, besides tasks
+HEAD = "mlm-head"  # the stage that trains the MLM head of a backbone published without one
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_SEED = 0  # one head serves every seed, as every method
+HELD_OUT = 10  # every 10th sentence of each language's text measures the head, unseen
+
+
+def mlm_head(prepared: Prepared, tracker: Tracker | Quiet) -> tuple[Path | None, dict | None, bool]:
+    """The MLM-head stage: where a run trains MLM (`trains_mlm`) on a pretrained backbone that
+    was published without an MLM head, the head is trained once over the frozen encoder on the
+    suite's MLM text and cached, keyed by the backbone, the text and the budget; every method
+    and seed then starts from it, and counts its steps as stage budget. Returns its folder and
+    what it trained on (`STAGE_RECORD`, and its held-out MLM loss before and after), and
+    whether it trained now; or (None, None, False) where no head is needed."""
+    request, train = prepared.request, prepared.train
+    needed = trains_mlm(prepared.method_config, prepared.stages) and train.head_steps > 0
+    if not needed or request.backbone_init != "pretrained":
+        return None, None, False
+    untrained = load_backbone(prepared.suite.backbone, "pretrained", request.trust_remote_code)[1]
+    if not untrained:
+        return None, None, False
+    pairs = prepared.plan.models[0].mlm  # every language's text, in every setting
+    key = {
+        "stage": HEAD,
+        "budget": [train.head_steps, train.head_lr, train.batch_size, HEAD_SEED, HELD_OUT],
+        "loop": [train.warmup_ratio, train.max_grad_norm],
+        "masking": train.mlm_probability,
+        "temperature": train.temperature if len(pairs) > 1 else None,
+        "sampler": SAMPLER_VERSION,
+        "backbone": backbone_identity(prepared.suite.backbone),
+        "data": [prepared.data[data_key(t)].fingerprint for t in pairs],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    folder = request.output / "cache" / "stages" / f"{HEAD}-{digest}"
+    trained = not folder.is_dir()
+    if trained:
+        _train_head(prepared, pairs, folder, tracker, key)
+    return folder, json.loads((folder / "spent.json").read_text()), trained
+
+
+def _train_head(
+    prepared: Prepared, pairs: tuple[TrainPair, ...], folder: Path, tracker, key: dict
+) -> None:
+    request, suite, train = prepared.request, prepared.suite, prepared.train
+    started = time.perf_counter()
+    transformers.set_seed(HEAD_SEED)  # the random head it starts from
+    model, untrained = load_backbone(suite.backbone, "pretrained", request.trust_remote_code)
+    backbone = Backbone(
+        suite.backbone, model, prepared.tokenizer, "pretrained", untrained=untrained
+    )
+    net = MlmHeadModel(backbone, {"mlm": suite.task("mlm")}).to(prepared.device)
+    fit, held = {}, {}
+    for t in pairs:
+        data = prepared.data[data_key(t)]
+        out = [i for i in range(len(data)) if i % HELD_OUT == HELD_OUT - 1]
+        fit[t.pair] = data.subset([i for i in range(len(data)) if i % HELD_OUT != HELD_OUT - 1],
+                                  "head-train")  # fmt: skip
+        if out:
+            held[t.pair] = data.subset(out, "head-held-out")
+    before = _mlm_loss(prepared, net, held)
+    collator = Collator(prepared.tokenizer, train.mlm_probability, HEAD_SEED, prepared.device)
+    loop = _fit(
+        prepared, net, fit, collator, tracker, label=HEAD, desc=f"stage {HEAD}",
+        steps=train.head_steps, lr=train.head_lr, batch_size=train.batch_size, seed=HEAD_SEED,
+    )  # fmt: skip
+    if distributed.current().main:
+        spent = {
+            "steps": loop.step,
+            "tokens": loop.tokens,
+            "flops": loop.train_flops,
+            "seconds": time.perf_counter() - started,
+            "tasks": loop.task_tokens,
+            "heldout_loss": {"before": before, "after": _mlm_loss(prepared, net, held)},
+        }
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        weights = dict(model.named_parameters(remove_duplicate=False))
+        safetensors.torch.save_file(
+            {name: weights[name].detach().clone() for name in sorted(untrained)},
+            partial / HEAD_WEIGHTS,
+        )
+        (partial / "stage.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+        (partial / "spent.json").write_text(json.dumps(spent, indent=2) + "\n")
+        partial.rename(folder)
+    distributed.current().barrier()
+
+
+def _mlm_loss(prepared: Prepared, model: Model, data: dict[Pair, PairData]) -> float:
+    """Mean MLM cross-entropy per masked token over `data`, masked the same way every time."""
+    collator = Collator(prepared.tokenizer, prepared.train.mlm_probability, HEAD_SEED,
+                        prepared.device)  # fmt: skip
+    total, masked = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for pair in sorted(data):
+            examples = data[pair]
+            for start in range(0, len(examples), prepared.train.eval_batch_size):
+                indices = list(range(start, min(start + prepared.train.eval_batch_size,
+                                                len(examples))))  # fmt: skip
+                batch = collator(examples.examples(indices), Kind.MLM)
+                count = int((batch["labels"] != IGNORE).sum())
+                total += float(model(batch, pair).loss) * count
+                masked += count
+    return total / max(masked, 1)
 
 
 def run_stages(
@@ -718,7 +856,7 @@ def _train_stage(
     started = time.perf_counter()
     transformers.set_seed(request.seed)  # the random backbone of this run, if random
     model, untrained = load_backbone(
-        suite.backbone, request.backbone_init, request.trust_remote_code
+        suite.backbone, request.backbone_init, request.trust_remote_code, prepared.head
     )
     backbone = Backbone(
         suite.backbone, model, prepared.tokenizer, request.backbone_init, untrained=untrained

@@ -1,13 +1,14 @@
 """The shipped demo backbone: verified by checksum, refused with the rebuild command if altered."""
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM
+from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from bench import backbone, params
+from bench import backbone, params, runner, suites
 from bench.cli import main
 from bench.method import Backbone
 from bench.runner import load_backbone
@@ -77,3 +78,50 @@ def test_an_encoder_published_without_mlm_head_trains_a_fresh_one_with_mlm(tmp_p
         plan, params.stand_in_tasks(["ner", "mlm"]), config,
     )  # fmt: skip
     assert not any(".transform." in n for n, p in without.named_parameters() if p.requires_grad)
+
+
+@pytest.fixture(scope="module")
+def headless(tmp_path_factory):
+    """The demo encoder saved without its MLM head, as e5 is published."""
+    folder = tmp_path_factory.mktemp("headless")
+    encoder = AutoModelForMaskedLM.from_pretrained(backbone.DEMO_DIR, attn_implementation="eager")
+    encoder.bert.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(backbone.DEMO_DIR).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_a_headless_backbone_gets_one_cached_mlm_head_stage(headless, tmp_path, monkeypatch):
+    """The MLM-head stage trains the head over the frozen encoder once; its held-out loss falls;
+    another method and seed reuse it; other text or another budget train a new one."""
+    demo = suites.get("demo")
+    monkeypatch.setattr(
+        suites, "get", lambda name: dataclasses.replace(demo, backbone=str(headless))
+    )
+    budget = {"max_steps": 2, "eval_every": 2, "batch_size": 8, "mlm_cap": 60, "eval_cap": 8,
+              "head_steps": 40, "head_lr": 3e-3}  # fmt: skip
+
+    def run(method, seed=0, **train):
+        request = runner.Request(
+            method=method, setting="multi-task", seed=seed, output=tmp_path, tasks=("pos",),
+            train=budget | train, method_options={"mlm": True}, progress=False,
+        )  # fmt: skip
+        return runner.execute(runner.prepare(request)).metrics
+
+    heads = tmp_path / "cache" / "stages"
+    first = run("adapter")
+    assert first["mlm-head/trained"] == 1 and len(list(heads.glob("mlm-head-*"))) == 1
+    assert first["mlm-head/heldout_loss_after"] < first["mlm-head/heldout_loss_before"] - 0.5
+    assert first["budget/stage_steps"] == 40  # the head's steps count as the run's stage budget
+    again = run("lora", seed=1)
+    assert again["mlm-head/trained"] == 0 and len(list(heads.glob("mlm-head-*"))) == 1
+    assert again["budget/stage_steps"] == 40
+    assert run("adapter", mlm_cap=50)["mlm-head/trained"] == 1  # other text
+    assert run("adapter", head_steps=30)["mlm-head/trained"] == 1  # another budget
+    assert len(list(heads.glob("mlm-head-*"))) == 3
+    # a method without MLM needs no head: none is trained nor logged
+    request = runner.Request(
+        method="adapter", setting="multi-task", output=tmp_path, tasks=("pos",), train=budget,
+        progress=False,
+    )  # fmt: skip
+    assert "mlm-head/trained" not in runner.execute(runner.prepare(request)).metrics
