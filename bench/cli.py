@@ -49,7 +49,7 @@ def _runs(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--precision", choices=("fp32", "bf16"),
-        help="bf16: bfloat16 autocast in training and evaluation, for GPUs (train.precision)",
+        help="bf16: bfloat16 autocast in training and evaluation (train.precision)",
     )  # fmt: skip
     parser.add_argument(
         "--trust-remote-code", action="store_true",
@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite", default="demo", help="suite name or suite file suite.toml (default: demo)"
     )
     compare.add_argument("--max-steps", type=int, help="override the suite's training steps")
+    compare.add_argument(
+        "--budgets", metavar="STEPS,...",
+        help="learning curves: the grid at each of these step counts (e.g. 200,400,800,1600), "
+        "plotted against labelled steps and FLOPs: reports/<suite>/curves-<settings>.md",
+    )  # fmt: skip
     _budget(compare)
     compare.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -249,10 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     perf.add_argument(
         "--report", type=Path,
-        help="where to write (default: reports/perf.md, or reports/startup.md with --startup)",
+        help="where to write (default: reports/perf.md; reports/startup.md with --startup; "
+        "reports/<suite>/precision.md with --precision)",
     )  # fmt: skip
     perf.add_argument(
-        "--methods", help="methods timed and run (default: the README's six; none: skip them)"
+        "--methods",
+        help="methods timed and run (default: the README's six; none: skip them); with "
+        "--precision, the one method timed (default: hyperx)",
     )
     perf.add_argument(
         "--method-steps", type=int, default=200, help="training steps per method run (default: 200)"
@@ -260,6 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument(
         "--preprocessing", metavar="SUITE",
         help="also time a suite's data preparation, encoding and cached (e.g. suites/shared.toml)",
+    )  # fmt: skip
+    perf.add_argument(
+        "--precision", metavar="SUITE",
+        help="only time bf16 against fp32 on a suite's backbone (training steps and every test "
+        "set whole) and count their agreeing predictions: reports/<suite>/precision.md",
+    )  # fmt: skip
+    perf.add_argument(
+        "--precision-steps", type=int, default=20,
+        help="timed training steps per precision with --precision (default: 20)",
     )  # fmt: skip
 
     transfer = commands.add_parser(
@@ -599,6 +616,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.budget is not None:
         train["budget"] = args.budget
     check_read(train, settings)  # each cell then leaves out what its setting does not read
+    budgets = _budgets(args.budgets, args.max_steps)
     from bench import compare
     from bench.report import REPORTS
 
@@ -611,20 +629,51 @@ def cmd_compare(args: argparse.Namespace) -> int:
         tuned = compare.tune(entries, setting, args.tune, **grid)
     elif args.tune_setting is not None:
         raise BenchError("--tune-setting needs --tune N")
-    cells = compare.run_grid(entries, settings, args.seeds, reuse=args.reuse, tuned=tuned, **grid)
     command = "python -m bench compare" + "".join(f" --plugin {p}" for p in args.plugin)
     command += f" --methods {shlex.quote(args.methods)}"
     command += f" --settings {','.join(settings)} --seeds {args.seeds}"
-    for flag in ("suite", "max_steps", "budget", "tune", "tune_setting"):
+    for flag in ("suite", "max_steps", "budgets", "budget", "tune", "tune_setting"):
         value = getattr(args, flag)
         if value is not None and (flag, value) != ("suite", "demo"):
             command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
     command += "".join(f" --set {shlex.quote(item)}" for item in args.set)
+    if budgets:
+        from bench import curves
+
+        found = {
+            steps: compare.run_grid(
+                entries, settings, args.seeds, reuse=args.reuse, tuned=tuned,
+                **{**grid, "train": {**train, "max_steps": steps}},
+            )
+            for steps in budgets
+        }  # fmt: skip
+        path = args.report or REPORTS / name / f"curves-{'-'.join(settings)}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plots = curves.plot(found, path.with_suffix(""))
+        return _write_report(curves.render(found, suite=name, command=command, plots=plots), path)
+    cells = compare.run_grid(entries, settings, args.seeds, reuse=args.reuse, tuned=tuned, **grid)
     path = args.report or REPORTS / name / f"compare-{'-'.join(settings)}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     plots = compare.plot(cells, path.with_suffix(""))
     text = compare.render(cells, suite=name, command=command, plots=plots, tuned=tuned)
     return _write_report(text, path)
+
+
+def _budgets(text: str | None, max_steps: int | None) -> list[int]:
+    """`--budgets 200,400,800`: the labelled budgets of a learning curve, ascending."""
+    if text is None:
+        return []
+    if max_steps is not None:
+        raise BenchError("--budgets and --max-steps both set the steps: give one")
+    try:
+        budgets = sorted({int(b) for b in text.split(",") if b.strip()})
+    except ValueError:
+        raise BenchError(
+            f"--budgets {text} is invalid: give steps as integers, e.g. 200,400,800"
+        ) from None
+    if len(budgets) < 2 or budgets[0] < 1:
+        raise BenchError(f"--budgets {text} is invalid: give two or more step counts >= 1")
+    return budgets
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -657,6 +706,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_perf(args: argparse.Namespace) -> int:
     if args.startup:
         return _startup(args)
+    if args.precision:
+        return _precision(args)
     import torch
 
     from bench import perf, plugins, suites
@@ -718,6 +769,40 @@ def _startup(args: argparse.Namespace) -> int:
     figures, others = startup.measure(args.repeats)
     text = startup.render(figures, others=others, machine=perf.machine(), repeats=args.repeats)
     return _write_report(text, args.report or perf.REPORT.with_name("startup.md"))
+
+
+def _precision(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import torch
+
+    from bench import plugins, precision, suites
+    from bench.method import METHODS
+    from bench.report import REPORTS
+
+    plugins.load_builtins()
+    _positive(threads=args.threads, precision_steps=args.precision_steps)
+    (method, *rest) = (args.methods or "hyperx").split(",")
+    if rest:
+        raise BenchError(f"--methods {args.methods}: --precision times one method")
+    METHODS.get(method)
+    suite = suites.get(args.precision)  # an unknown suite or a bad suite file: exit code 2
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as output:
+        figures = precision.measure(
+            args.precision, method, steps=args.precision_steps, repeats=1, output=Path(output)
+        )
+    command = f"python -m bench perf --precision {args.precision} --methods {method}"
+    if args.precision_steps != 20:
+        command += f" --precision-steps {args.precision_steps}"
+    if args.threads != 2:
+        command += f" --threads {args.threads}"
+    text = precision.render(
+        figures, command=command, threads=args.threads,
+        load=f"load average {load:.1f} when it started",
+    )  # fmt: skip
+    return _write_report(text, args.report or REPORTS / suite.name / "precision.md")
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:

@@ -183,6 +183,12 @@ class TrainConfig(Config):
     )  # fmt: skip
     head_lr: float = option(2e-3, "peak learning rate of the MLM-head stage", gt=0)
     precision: str = option(
-        "fp32", "fp32, or bf16: bfloat16 autocast in training and evaluation (for GPUs)",
+        "fp32", "fp32, or bf16: bfloat16 autocast in training and evaluation (GPUs; CPUs with "
+        "bfloat16 instructions: bench perf --precision)",
         choices=("fp32", "bf16"),
     )  # fmt: skip
+
+    @property
+    def selection_cap(self) -> int | None:
+        """At most this many examples per model-selection pair: `select_cap`, else `eval_cap`."""
+        return self.eval_cap if self.select_cap is None else self.select_cap

@@ -86,7 +86,6 @@ def examples(suite: Suite, plan: Plan, train: TrainConfig) -> list[tuple[str, st
     """(model, role, `task/language@split[slice]`, examples) for every pair a run of `plan`
     reads: the split after its slice, the examples trained on left out, and the cap, as the
     runner subsets it (`bench.data.load_pair`). Reads the data."""
-    select_cap = train.eval_cap if train.select_cap is None else train.select_cap
     rows = []
     for model in plan.models:
         groups = [("train", model.train), ("mlm", model.mlm)]
@@ -100,7 +99,7 @@ def examples(suite: Suite, plan: Plan, train: TrainConfig) -> list[tuple[str, st
                 else:
                     dropped = set(item.exclude)
                     kept = [i for i in range(total) if i not in dropped]
-                    cap = select_cap if role == "selection" else train.eval_cap
+                    cap = train.selection_cap if role == "selection" else train.eval_cap
                 kept = kept[:cap]
                 label = f"{item.pair}@{item.split}{_slice(kept, total)}"
                 if role == "eval":

@@ -165,13 +165,13 @@ def _read_data(
 ) -> dict[tuple, PairData]:
     """Every split the run reads, encoded: from the on-disk cache where it is current."""
     data: dict[tuple, PairData] = {}
-    select_cap = train.eval_cap if train.select_cap is None else train.select_cap
     reads: dict[tuple, tuple] = {}  # data key -> (what reads it first, the cap of evaluation)
     for model in plan.models:
         pairs = [*model.train, *(model.mlm if mlm else ())]
         pairs += [t for stage in stages[model.name] for t in stage.pairs]
-        for item, cap in [*((t, None) for t in pairs), *((e, select_cap) for e in model.selection),
-                          *((e, train.eval_cap) for e in model.eval)]:  # fmt: skip
+        selection = [(e, train.selection_cap) for e in model.selection]
+        evals = [(e, train.eval_cap) for e in model.eval]
+        for item, cap in [*((t, None) for t in pairs), *selection, *evals]:
             reads.setdefault(data_key(item), (item, cap))
     for key, (item, cap) in tqdm(reads.items(), desc="data", unit="split", disable=not progress):
         if isinstance(item, TrainPair):
@@ -748,25 +748,12 @@ def _train_head(
         steps=train.head_steps, lr=train.head_lr, batch_size=train.batch_size, seed=HEAD_SEED,
     )  # fmt: skip
     if distributed.current().main:
-        spent = {
-            "steps": loop.step,
-            "tokens": loop.tokens,
-            "flops": loop.train_flops,
-            "seconds": time.perf_counter() - started,
-            "tasks": loop.task_tokens,
-            "heldout_loss": {"before": before, "after": _mlm_loss(prepared, net, held)},
-        }
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        spent = _spent(loop, started)
+        spent["heldout_loss"] = {"before": before, "after": _mlm_loss(prepared, net, held)}
         weights = dict(model.named_parameters(remove_duplicate=False))
-        safetensors.torch.save_file(
-            {name: weights[name].detach().clone() for name in sorted(untrained)},
-            partial / HEAD_WEIGHTS,
-        )
-        (partial / "stage.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
-        (partial / "spent.json").write_text(json.dumps(spent, indent=2) + "\n")
-        partial.rename(folder)
+        head = {name: weights[name].detach().clone() for name in sorted(untrained)}
+        _write_stage(folder, key, spent, lambda to: safetensors.torch.save_file(
+            head, to / HEAD_WEIGHTS))  # fmt: skip
     distributed.current().barrier()
 
 
@@ -874,21 +861,33 @@ def _train_stage(
     )  # fmt: skip
     group = distributed.current()
     if group.main:
-        spent = {
-            "steps": loop.step,
-            "tokens": loop.tokens,
-            "flops": loop.train_flops,
-            "seconds": time.perf_counter() - started,
-            "tasks": loop.task_tokens,
-        }
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        stage.save(model, partial)
-        (partial / "stage.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
-        (partial / "spent.json").write_text(json.dumps(spent, indent=2) + "\n")
-        partial.rename(folder)  # a crash mid-save never leaves a folder that looks complete
+        _write_stage(folder, key, _spent(loop, started), lambda to: stage.save(model, to))
     group.barrier()  # the other processes read it next
+
+
+def _spent(loop: Loop, started: float) -> dict[str, Any]:
+    """What a stage trained on (`STAGE_RECORD`, and its tokens per task), for `spent.json`."""
+    return {
+        "steps": loop.step,
+        "tokens": loop.tokens,
+        "flops": loop.train_flops,
+        "seconds": time.perf_counter() - started,
+        "tasks": loop.task_tokens,
+    }
+
+
+def _write_stage(
+    folder: Path, key: dict[str, Any], spent: dict[str, Any], save: Callable[[Path], None]
+) -> None:
+    """A trained stage's folder: what `save` writes, its key and its record. Written under a
+    temporary name, then renamed: a crash mid-save never leaves a folder that looks complete."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save(partial)
+    (partial / "stage.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+    (partial / "spent.json").write_text(json.dumps(spent, indent=2) + "\n")
+    partial.rename(folder)
 
 
 def _train(

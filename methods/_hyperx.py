@@ -36,13 +36,16 @@ class _Generate(torch.autograd.Function):
     def backward(ctx, grad):
         source, weight = ctx.saved_tensors
         if ctx.needs_input_grad[1]:
+            # under bf16 autocast the forward ran in bfloat16: the weight's gradient, like the
+            # weight, is float32
+            rows, wide = source.t().to(weight.dtype), grad.to(weight.dtype)
             if weight.grad is None:  # after zero_grad(set_to_none=True): overwrite the buffer
                 buffer = ctx.owner.grad_buffer(weight)
-                torch.mm(source.t(), grad, out=buffer)
+                torch.mm(rows, wide, out=buffer)
                 weight.grad = buffer
             else:
-                weight.grad.addmm_(source.t(), grad)
-        grad_source = grad.mm(weight.t()) if ctx.needs_input_grad[0] else None
+                weight.grad.addmm_(rows, wide)
+        grad_source = grad.mm(weight.t().to(grad.dtype)) if ctx.needs_input_grad[0] else None
         grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
         return grad_source, None, grad_bias, None
 

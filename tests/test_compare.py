@@ -37,6 +37,37 @@ def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
     assert report.read_text().split("## Budgets")[0].count("| `dummy`") == 2
 
 
+def test_learning_curves_run_the_grid_at_each_budget_and_plot_it(tmp_path, capsys):
+    report, out = tmp_path / "curves.md", tmp_path / "runs"
+    args = ["compare", "--methods", "dummy,dummy:lr=0.05", "--settings", "mixed", "--seeds", "2"]
+    args += ["--budgets", "8,2", "--set", "train.eval_every=2", "--output", str(out)]
+    assert main([*args, "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "--budgets 8,2" in text and "at 2 labelled budgets (2, 8 steps)" in text
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| `dummy")]
+    # each method at each budget, ascending; the labelled steps are the budget's
+    assert [(r[0], r[2], r[3]) for r in rows] == [
+        ("| `dummy`", "2", "2"), ("| `dummy`", "8", "8"),
+        ("| `dummy [lr=0.05]`", "2", "2"), ("| `dummy [lr=0.05]`", "8", "8"),
+    ]  # fmt: skip
+    assert all("±" in r[-1] for r in rows)  # two seeds: mean ± sd
+    assert (tmp_path / "curves-mixed.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](curves-mixed.png)" in text and "pos: majority" in text
+    reading = text.split("## Reading")[1]
+    assert reading.count("- mixed, pos: `dummy") == 2 and "beats lookup" in reading
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("demo")
+    assert len(client.search_runs([experiment.experiment_id])) == 8
+    capsys.readouterr()
+    for bad, why in (
+        (["--budgets", "4"], "two or more"), (["--budgets", "4,x"], "integers"),
+        (["--budgets", "2,4", "--max-steps", "3"], "give one"),
+    ):  # fmt: skip
+        assert main(["compare", "--methods", "dummy", "--output", str(out), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and why in err, err
+
+
 def test_compare_refuses_an_unknown_method_before_running(tmp_path, capsys):
     args = ["compare", "--methods", "dummy,nope", "--output", str(tmp_path / "runs")]
     assert main(args) == 2

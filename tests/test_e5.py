@@ -43,7 +43,9 @@ def test_the_readmes_real_suite_commands_work_as_pasted(pasted):
     assert "export BENCH_DATA_DIR=../shared/data BENCH_E5_DIR=../e5-small" in block
     assert done.returncode == 0, done.stderr[-3000:]
     assert (work / "e5-small" / "config.json").is_file()  # beside the repository, not in it
-    assert "  train      pos/eng@dev[:1800]             1,800 sentences" in done.stdout
+    assert re.search(r"\n  train +pos/eng@dev\[:1800\] +1,800 sentences\n", done.stdout)
+    # every test set whole: no evaluation cap
+    assert re.search(r"\n  eval +ner/yor@test \(source\) +1,964 sentences\n", done.stdout)
 
 
 @pytest.fixture(scope="module")

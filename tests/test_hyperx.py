@@ -6,6 +6,7 @@ import torch
 from bench import params, report, runner
 from bench.cli import main
 from bench.data import Collator
+from bench.evaluation import autocast
 from bench.settings import Pair
 
 SMALL = {"bottleneck": 16, "source_dim": 16, "embedding_dim": 8}
@@ -71,6 +72,28 @@ def test_one_step_trains_only_the_hypernetwork_layernorms_and_heads(prepared, mo
     for name, parameter in model.encoder.named_parameters():
         if name in frozen:
             assert torch.equal(parameter, frozen[name]), name
+
+
+def test_a_bf16_step_gives_float32_gradients_close_to_fp32s(prepared, model):
+    """Under bfloat16 autocast (`train.precision=bf16`) the generators' forward runs in bf16;
+    their gradients, written into the kept float32 buffers, stay float32 and near fp32's."""
+    pair = Pair("pos", prepared.suite.main_source)
+    batch = _batch(prepared, pair)
+    model.train()
+    for module in model.modules():  # the same forward in both precisions, but for rounding
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+    grads = {}
+    for precision in ("fp32", "bf16"):
+        model.zero_grad(set_to_none=True)
+        with autocast(precision, torch.device("cpu")):
+            loss = model(batch, pair).loss
+        loss.backward()  # outside autocast, as the runner's training loop does
+        grads[precision] = {n: p.grad.clone() for n, p in model.hypernetwork.named_parameters()}
+    for name, fp32 in grads["fp32"].items():
+        bf16 = grads["bf16"][name]
+        assert bf16.dtype == torch.float32, name
+        assert torch.nn.functional.cosine_similarity(bf16.flatten(), fp32.flatten(), 0) > 0.95
 
 
 def test_languages_get_different_adapters(prepared, model):

@@ -1,6 +1,7 @@
 """End to end: a real run of the runner, logged to a real MLflow sqlite store, read back."""
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -118,6 +119,23 @@ def test_eval_cap_evaluates_the_first_examples_of_each_pair(tmp_path, demo):
     full = demo.task("pos").load("qad", "test")
     (qad,) = [r for r in result.pairs if (r.task, r.language) == ("pos", "qad")]
     assert len(full) > 7 and len(qad.gold[0]) == len(full[0]["tags"])  # the split's first ones
+
+
+@pytest.mark.slow
+def test_bf16_against_fp32_is_timed_and_predicts_the_same_labels(tmp_path, capsys):
+    """`bench perf --precision` times both precisions on one model and counts how often they
+    predict the same label on every test set of the demo suite, read whole."""
+    report = tmp_path / "precision.md"
+    args = ["perf", "--precision", "demo", "--methods", "adapter", "--precision-steps", "2"]
+    assert main([*args, "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "| every test set whole (21 pairs, 10,500 examples," in text
+    words = re.search(r"in both precisions for ([\d.]+)% of ([\d,]+) words", text)
+    assert float(words[1]) > 95 and int(words[2].replace(",", "")) > 50_000
+    assert "examples of" in text and "fp32 / bf16" in text
+    capsys.readouterr()
+    assert main([*args[:4], "adapter,lora"]) == 2
+    assert "--precision times one method" in capsys.readouterr().err
 
 
 def test_bf16_autocast_is_a_logged_setting_that_changes_the_computation(
