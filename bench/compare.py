@@ -3,8 +3,9 @@
 Every run is a normal run (one MLflow run each), executed in a fresh process: peak memory is a
 per-process high-water mark, so runs sharing a process would inherit each other's peaks. With
 `reuse`, a finished run already in the store whose params are exactly those the grid would log
-(method, setting, seed, suite, backbone and every option) stands in for a new one: a grid that
-was interrupted, or extended by a method, runs only what is missing.
+(method, setting, seed, suite, backbone and every option) stands in for a new one, and an
+interrupted one continues from its checkpoint: a grid that was interrupted, or extended by a
+method, runs only what is missing.
 """
 
 from __future__ import annotations
@@ -168,14 +169,22 @@ def run_grid(
     }
     cells = []
     first = next(iter(requests.values()))[0]
-    finished = _finished_runs(output, runner.resolve(first)[0].name) if reuse else {}
+    finished, stopped = _stored_runs(output, runner.resolve(first)[0].name) if reuse else ({}, {})
     context = multiprocessing.get_context("spawn")
+
+    def result(request: runner.Request) -> tuple[str, dict[str, float], dict[str, str]]:
+        key = _key(request)
+        if key in finished:
+            return finished[key]
+        if key in stopped:  # continues from its checkpoint, in the same MLflow run
+            print(f"resuming run {stopped[key]} ({request.method}, {request.setting}, seed "
+                  f"{request.seed}) from its checkpoint", flush=True)  # fmt: skip
+            request = dataclasses.replace(request, resume=stopped[key])
+        return pool.apply(_execute, (request,))
+
     with context.Pool(1, maxtasksperchild=1) as pool:
         for (label, setting), batch in requests.items():
-            results = [
-                (finished and finished.get(_key(request))) or pool.apply(_execute, (request,))
-                for request in batch
-            ]
+            results = [result(request) for request in batch]
             plan = plans[(label, setting)]
             targets = [str(e.pair) for m in plan.models for e in m.eval if e.role == "target"]
             cells.append(
@@ -197,27 +206,36 @@ def _key(request: runner.Request) -> tuple:
     return tuple(sorted((k, param_text(v)) for k, v in params.items()))
 
 
-def _finished_runs(output: Path, experiment: str) -> dict[tuple, tuple[str, dict, dict]]:
-    """Params -> (run id, metrics, tags) of the finished runs of a suite in the grid's store
-    (the labelled stream's digest, a result, is not a param the grid asks for). Tuning runs
+def _stored_runs(
+    output: Path, experiment: str
+) -> tuple[dict[tuple, tuple[str, dict, dict]], dict[tuple, str]]:
+    """The grid runs of a suite already in the store, by params: the finished ones' (run id,
+    metrics, tags), and the id of the latest interrupted one (KILLED: Ctrl-C, SIGTERM, a
+    preempted job), which `--reuse` resumes from its checkpoint rather than starting over. The
+    labelled stream's digest, a result, is not a param the grid asks for. Tuning runs
     (`SWEEP_TAG`) are not grid runs, as `report` does not count them either."""
     client = MlflowClient(resolve_uri(output, None))
     found_experiment = client.get_experiment_by_name(experiment)
     if found_experiment is None:
-        return {}
-    found, token = {}, None
+        return {}, {}
+    finished, stopped, token = {}, {}, None
     while True:
-        page = client.search_runs(
-            [found_experiment.experiment_id], "attributes.status = 'FINISHED'", page_token=token
+        page = client.search_runs(  # MLflow's filter has no OR: statuses are picked below
+            [found_experiment.experiment_id],
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
         )
         for run in page:
-            if SWEEP_TAG in run.data.tags:
+            if SWEEP_TAG in run.data.tags or run.info.status not in ("FINISHED", "KILLED"):
                 continue
             key = tuple(sorted(input_params(run.data.params).items()))
-            found.setdefault(key, (run.info.run_id, dict(run.data.metrics), _facts(run)))
+            if run.info.status == "FINISHED":
+                finished.setdefault(key, (run.info.run_id, dict(run.data.metrics), _facts(run)))
+            else:
+                stopped.setdefault(key, run.info.run_id)
         token = page.token
         if not token:
-            return found
+            return finished, stopped
 
 
 def render(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.errors import BenchError
@@ -156,16 +157,26 @@ class Tracker:
             location = None
             if artifact_root is not None and not uri.startswith(("http", "databricks")):
                 location = (artifact_root / experiment).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, location)
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, location)
+            except MlflowException:  # another process created it just now: take that one
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    raise
+                self.experiment_id = found.experiment_id
         else:
             self.experiment_id = found.experiment_id
         self.run_id = ""
 
     def show_results(self, tasks: list[str]) -> None:
         """The experiment's runs table opens on results (`results_view`); set once."""
-        experiment = self.client.get_experiment(self.experiment_id)
-        if VIEW_TAG not in experiment.tags:
+        if VIEW_TAG in self.client.get_experiment(self.experiment_id).tags:
+            return
+        try:
             self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, results_view(tasks))
+        except MlflowException:  # a sweep's other worker, or a parallel grid, set it just now
+            if VIEW_TAG not in self.client.get_experiment(self.experiment_id).tags:
+                raise
 
     @staticmethod
     def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:

@@ -1,12 +1,14 @@
 """`bench compare` runs a grid in fresh processes and tabulates it; `bench perf` times Hyper-X."""
 
+import dataclasses
 import math
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import perf
+from bench import compare, perf, runner
 from bench.cli import main
+from bench.request import parse_methods
 
 
 def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
@@ -35,6 +37,33 @@ def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
     assert main(more) == 0
     assert len(client.search_runs([experiment.experiment_id])) == 6
     assert report.read_text().split("## Budgets")[0].count("| `dummy`") == 2
+
+
+def test_reuse_resumes_an_interrupted_grid_run_from_its_checkpoint(tmp_path, capsys):
+    """A grid run stopped by Ctrl-C (KILLED, checkpointed) continues in the same MLflow run."""
+    out = tmp_path / "runs"
+    train = {"max_steps": 4, "eval_every": 2}
+    grid = {"suite": "demo", "output": out, "train": train, "plugins": ()}
+    (entry,) = parse_methods("dummy")
+
+    def interrupt(score, last):
+        raise KeyboardInterrupt  # at the first model selection, after 2 of 4 steps
+
+    request = dataclasses.replace(compare._request(entry, "mixed", 0, grid), on_select=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(runner.prepare(request))
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("demo").experiment_id
+    (stopped,) = client.search_runs([experiment])
+    assert stopped.info.status == "KILLED"
+    args = ["compare", "--methods", "dummy", "--settings", "mixed", "--seeds", "1"]
+    args += ["--max-steps", "4", "--set", "train.eval_every=2", "--output", str(out), "--reuse"]
+    assert main([*args, "--report", str(tmp_path / "compare.md")]) == 0
+    assert f"resuming run {stopped.info.run_id}" in capsys.readouterr().out
+    (run,) = client.search_runs([experiment])  # no new run: the same one, now finished
+    assert run.info.run_id == stopped.info.run_id and run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "select/all/score")]
+    assert steps[0] == 2 and steps[-1] == 4  # selected before the stop, and after the resume
 
 
 def test_learning_curves_run_the_grid_at_each_budget_and_plot_it(tmp_path, capsys):

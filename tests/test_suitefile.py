@@ -176,8 +176,9 @@ def test_shared_suite_plans_the_papers_mixed_layout(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "pos: eng (1800 of dev) tur | ner: hau swa yor | nli: quy (643 of dev)" in out
     assert "eval target  pos: yor mlt tgl | ner: ibo pcm | nli: aym grn nah shp" in out
-    assert "  train      pos/eng@dev[:1800]             1,800 sentences" in out
-    assert "  selection  nli/quy@dev[643:]                100 pairs" in out
+    assert re.search(r"\n  train +pos/eng@dev\[:1800\] +1,800 sentences\n", out)
+    assert re.search(r"\n  selection +nli/quy@dev\[643:\] +100 pairs\n", out)
+    assert re.search(r"\n  eval +ner/yor@test \(source\) +1,964 sentences\n", out)  # whole
 
 
 def test_training_on_part_of_a_split_and_selecting_on_the_rest_keeps_them_apart(
