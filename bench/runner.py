@@ -702,7 +702,10 @@ def mlm_head(prepared: Prepared, tracker: Tracker | Quiet) -> tuple[Path | None,
     needed = trains_mlm(prepared.method_config, prepared.stages) and train.head_steps > 0
     if not needed or request.backbone_init != "pretrained":
         return None, None, False
-    untrained = load_backbone(prepared.suite.backbone, "pretrained", request.trust_remote_code)[1]
+    transformers.set_seed(HEAD_SEED)  # the random head the stage starts from, if it trains
+    model, untrained = load_backbone(
+        prepared.suite.backbone, "pretrained", request.trust_remote_code
+    )
     if not untrained:
         return None, None, False
     pairs = prepared.plan.models[0].mlm  # every language's text, in every setting
@@ -720,17 +723,21 @@ def mlm_head(prepared: Prepared, tracker: Tracker | Quiet) -> tuple[Path | None,
     folder = request.output / "cache" / "stages" / f"{HEAD}-{digest}"
     trained = not folder.is_dir()
     if trained:
-        _train_head(prepared, pairs, folder, tracker, key)
+        _train_head(prepared, model, untrained, pairs, folder, tracker, key)
     return folder, json.loads((folder / "spent.json").read_text()), trained
 
 
 def _train_head(
-    prepared: Prepared, pairs: tuple[TrainPair, ...], folder: Path, tracker, key: dict
+    prepared: Prepared,
+    model: PreTrainedModel,
+    untrained: frozenset[str],
+    pairs: tuple[TrainPair, ...],
+    folder: Path,
+    tracker,
+    key: dict,
 ) -> None:
-    request, suite, train = prepared.request, prepared.suite, prepared.train
+    suite, train = prepared.suite, prepared.train
     started = time.perf_counter()
-    transformers.set_seed(HEAD_SEED)  # the random head it starts from
-    model, untrained = load_backbone(suite.backbone, "pretrained", request.trust_remote_code)
     backbone = Backbone(
         suite.backbone, model, prepared.tokenizer, "pretrained", untrained=untrained
     )
