@@ -71,6 +71,24 @@ def _budget(parser: argparse.ArgumentParser) -> None:
         help="what --max-steps counts: labelled batches (default; MLM batches on top) or every "
         "batch (train.budget)",
     )  # fmt: skip
+    parser.add_argument(
+        "--selection", choices=("source-dev", "last", "average"),
+        help="the weights evaluated: the best on source dev (default), the last, or the average "
+        "over evaluation points (train.selection)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--oracle", action="store_true",
+        help="also log, under oracle/, test scores of checkpoints picked on target dev data: an "
+        "upper bound, not zero-shot (train.oracle)",
+    )  # fmt: skip
+
+
+def _selection(args: argparse.Namespace, train: dict) -> None:
+    """`--selection` and `--oracle` into the train options."""
+    if args.selection is not None:
+        train["selection"] = args.selection
+    if args.oracle:
+        train["oracle"] = True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="print the Plan of a suite and setting")
     _common(plan)
     plan.add_argument("--json", action="store_true", help="print the Plan as JSON")
+    plan.add_argument(
+        "--set", action="append", default=[], metavar="train.KEY=VALUE",
+        help="a train option, as a run would set it (train.deduplicate=false, train.oracle=true)",
+    )  # fmt: skip
 
     listing = commands.add_parser("list", help="methods, tasks, settings and suites")
     listing.add_argument("--options", action="store_true", help="also list every option")
@@ -352,6 +374,7 @@ def _request(args: argparse.Namespace):
     ):  # fmt: skip
         if getattr(args, flag) is not None:
             train[key] = getattr(args, flag)
+    _selection(args, train)
     if getattr(args, "lr", None) is not None:
         method["lr"] = args.lr
     request = Request(
@@ -463,7 +486,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench import leakage, plugins, request, suites
+    from bench import leakage, overlap, plugins, request, suites
     from bench.backbone import backbone_path
     from bench.settings import SETTINGS, check_read
 
@@ -472,8 +495,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if _tasks(args):
         suite = suite.restricted(_tasks(args))
     setting = SETTINGS.get(args.setting)
-    check_read(_train_overrides(args), [setting.name])
-    train = suite.train.with_values(_train_overrides(args))
+    overrides, method = _split_sets(args.set)
+    if method:
+        raise BenchError(f"plan reads train options only, not method.{next(iter(method))}")
+    overrides.update(_train_overrides(args))
+    check_read(overrides, [setting.name])
+    train = suite.train.with_values(overrides)
     plan = setting.build(suite, args.seed, train)
     leakage.check(plan, suite, train)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.render(), flush=True)
@@ -483,6 +510,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     request.check_sources(suite, plan, {m.name: () for m in plan.models}, mlm=True)
     if not args.json:
         print(request.render_examples(suite, request.examples(suite, plan, train)))
+        print(overlap.render(plan, suite, train))
     return 0
 
 
@@ -615,6 +643,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         train["max_steps"] = args.max_steps
     if args.budget is not None:
         train["budget"] = args.budget
+    _selection(args, train)
     check_read(train, settings)  # each cell then leaves out what its setting does not read
     budgets = _budgets(args.budgets, args.max_steps)
     from bench import compare
@@ -632,10 +661,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     command = "python -m bench compare" + "".join(f" --plugin {p}" for p in args.plugin)
     command += f" --methods {shlex.quote(args.methods)}"
     command += f" --settings {','.join(settings)} --seeds {args.seeds}"
-    for flag in ("suite", "max_steps", "budgets", "budget", "tune", "tune_setting"):
+    for flag in ("suite", "max_steps", "budgets", "budget", "selection", "tune", "tune_setting"):
         value = getattr(args, flag)
         if value is not None and (flag, value) != ("suite", "demo"):
             command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
+    command += " --oracle" * args.oracle
     command += "".join(f" --set {shlex.quote(item)}" for item in args.set)
     if budgets:
         from bench import curves

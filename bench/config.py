@@ -177,6 +177,21 @@ class TrainConfig(Config):
         None, "at most this many examples per model-selection pair (default: eval_cap)", gt=0
     )
     shots: int = option(10, "few-shot: labelled examples per target pair", gt=0)
+    selection: str = option(
+        "source-dev", "the weights a run evaluates: source-dev (the checkpoint with the best "
+        "source-language dev score), last (the final weights) or average (the uniform average "
+        "of the trainable weights at every evaluation point, Schmidt et al. 2023)",
+        choices=("source-dev", "last", "average"),
+    )  # fmt: skip
+    oracle: bool = option(
+        False, "also evaluate every checkpoint on the target pairs' dev splits and log, apart "
+        "under oracle/, the test scores of the checkpoints they pick: an upper bound that uses "
+        "target data, never zero-shot (bench run --oracle)",
+    )  # fmt: skip
+    deduplicate: bool = option(
+        True, "leave out of labelled training data and MLM text every example whose sentence "
+        "the model evaluates (a test or oracle dev split); bench plan lists the overlaps",
+    )  # fmt: skip
     head_steps: int = option(
         300, "steps of the MLM-head stage a backbone published without an MLM head (e5) gets "
         "before a method trains MLM on it (0: none; the method trains the random head)", ge=0,

@@ -115,11 +115,10 @@ def load_pair(
     `windows`: a token task's sentences longer than `max_length` are read in overlapping windows
     (evaluation: every word gets a prediction), not truncated (training)."""
     rows = task.load(language, split)
-    if indices is not None:
-        rows = rows.select(indices)
-    if exclude:
+    if indices is not None or exclude:  # both name examples by their index in the split
         drop = set(exclude)
-        rows = rows.select([i for i in range(len(rows)) if i not in drop])
+        kept = range(len(rows)) if indices is None else indices
+        rows = rows.select([i for i in kept if i not in drop])
     if cap is not None and cap < len(rows):
         rows = rows.select(range(cap))
     if len(rows) == 0:

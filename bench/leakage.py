@@ -76,7 +76,7 @@ def _targets_untrained(
                 f"leakage: {where} trains on all of {_name(t)}, a target pair it evaluates; "
                 "few-shot trains a target pair on its shots only"
             )
-        shots[t.pair] = shots.get(t.pair, 0) + len(_trained(t, suite))
+        shots[t.pair] = shots.get(t.pair, 0) + len(trained(t, suite))
         if shots[t.pair] > train.shots:
             raise BenchError(
                 f"leakage: {where} trains on {shots[t.pair]} examples of {t.pair}, a target pair "
@@ -116,7 +116,7 @@ def _nothing_trained_is_read(model: ModelPlan, suite: Suite, where: str) -> None
     for verb, group in (("selects on", model.selection), ("evaluates", model.eval)):
         for e in group:
             same = [t for t in model.train if (t.pair, t.split) == (e.pair, e.split)]
-            overlap = {i for t in same for i in _trained(t, suite)} - set(e.exclude)
+            overlap = {i for t in same for i in trained(t, suite)} - set(e.exclude)
             if overlap:
                 examples = "example" if len(overlap) == 1 else "examples"
                 raise BenchError(
@@ -125,13 +125,17 @@ def _nothing_trained_is_read(model: ModelPlan, suite: Suite, where: str) -> None
                 )
 
 
-def _trained(t: TrainPair, suite: Suite) -> range | tuple[int, ...]:
-    """The examples of its split a training pair reads: its indices (or the whole split), then
-    the first `cap` of them, as `bench.data.load_pair` reads them."""
-    if t.indices is not None:
-        return t.indices[: t.cap]
-    size = len(suite.task(t.pair.task).load(t.pair.language, t.split))
-    return range(size if t.cap is None else min(t.cap, size))
+def trained(t: TrainPair, suite: Suite) -> list[int] | range:
+    """The examples of its split a training pair reads: its indices (or the whole split) but
+    those it excludes, then the first `cap` of them, as `bench.data.load_pair` reads them."""
+    if t.indices is None and not t.exclude:
+        size = len(suite.task(t.pair.task).load(t.pair.language, t.split))
+        return range(size if t.cap is None else min(t.cap, size))
+    kept = t.indices
+    if kept is None:
+        kept = range(len(suite.task(t.pair.task).load(t.pair.language, t.split)))
+    drop = set(t.exclude)
+    return [i for i in kept if i not in drop][: t.cap]
 
 
 def _name(item: TrainPair | EvalPair) -> str:

@@ -383,8 +383,11 @@ def _search(client: MlflowClient, experiment_id: str, query: str, extra: str | N
 
 
 def label(run) -> str:
-    """A run's method as reports name it: its `variant` tag (`adapter (mlm)`), else `method`."""
-    return run.data.tags.get("variant") or run.data.tags["method"]
+    """A run's method as reports name it: its `variant` tag (`adapter (mlm)`), else `method`,
+    and its selection rule where it is not source dev (`hyperx [average]`)."""
+    name = run.data.tags.get("variant") or run.data.tags["method"]
+    rule = run.data.params.get("train.selection", "source-dev")
+    return name if rule == "source-dev" else f"{name} [{rule}]"
 
 
 def _group(runs: list, baseline: str) -> list[MethodRuns]:
@@ -603,6 +606,11 @@ def render(report: Report, command: str, figure_names: Mapping[str, str]) -> str
             "",
         ]
         lines += _differences_table(r, tasks)
+    if any(m.values(f"oracle/{t}/avg_target") for m in r.methods for t in tasks):
+        lines += ["", ORACLE_HEADING, "", *ORACLE_TEXT, ""]
+        lines += _oracle_table(r, tasks)
+        if "selection" in figure_names:
+            lines += ["", f"![Source dev against target dev]({figure_names['selection']})"]
     lines += ["", "## Reading (computed)", "", *_reading(r, tasks)]
     lines += ["", "## How the intervals are computed", "", *_method_note(r)]
     return "\n".join(lines) + "\n"
@@ -632,6 +640,64 @@ def _summary_table(r: Report, tasks: list[str]) -> list[str]:
         row = [f"reference: {name}", "", *[_pct(r.reference(name, t)) for t in tasks]]
         lines.append("| " + " | ".join(row + [""] * (len(header) - len(row))) + " |")
     return lines
+
+
+ORACLE_HEADING = "## Oracle bound: selected on target dev data, not zero-shot"
+ORACLE_TEXT = [
+    "Runs with `--oracle` also scored every checkpoint on the dev split of each target pair that",
+    "has one; each such pair is then tested with the checkpoint its own dev split picked. These",
+    "columns read target labels: an upper bound on what source-dev selection could reach, never",
+    "a zero-shot result (Keung et al., 2020). *Zero-shot* is the run's own score on the same",
+    "pairs. *Spearman*: the rank correlation, over a model's checkpoints, of its source dev score",
+    "with its mean target dev score; *gap*: the mean target dev score the source-dev choice gives",
+    "up against the best checkpoint. Mean ± sd over the runs that logged them.",
+]
+
+
+def _oracle_table(r: Report, tasks: list[str]) -> list[str]:
+    header = ["method"]
+    for t in tasks:
+        header += [f"{t} zero-shot", f"{t} oracle (target dev)"]
+    header += ["Spearman", "gap"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in r.methods:
+        if not any(m.values(f"oracle/{t}/avg_target") for t in tasks):
+            continue
+        row = [f"`{m.name}`"]
+        for task in tasks:
+            zero, oracle = [], []
+            for run in m.runs:
+                pairs = _oracle_pairs(run.data.metrics, task)
+                if pairs:
+                    zero.append(statistics.fmean(run.data.metrics[f"eval/{p}"] for p in pairs))
+                    oracle.append(run.data.metrics[f"oracle/{task}/avg_target"])
+            count = len(_oracle_pairs(m.runs[0].data.metrics, task))
+            row += [mean_sd(zero), f"{mean_sd(oracle)} ({count} pairs)" if oracle else "-"]
+        row += [
+            _mean(_per_model(m, "spearman"), ".2f"),
+            _mean(_per_model(m, "selection_gap"), ".1f"),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _oracle_pairs(metrics: Mapping[str, float], task: str) -> list[str]:
+    """The target pairs the oracle scored: "task/language/metric", as `eval/` logs them."""
+    return sorted(
+        key.removeprefix("oracle/")
+        for key in metrics
+        if key.startswith(f"oracle/{task}/") and key.count("/") == 3
+    )
+
+
+def _per_model(m: MethodRuns, name: str) -> list[float]:
+    """A selection statistic of every model of every run (single-task trains one per task)."""
+    return [
+        value
+        for run in m.runs
+        for key, value in run.data.metrics.items()
+        if key.startswith("oracle/") and key.endswith(f"/{name}")
+    ]
 
 
 def _budget_table(r: Report) -> list[str]:
@@ -808,7 +874,10 @@ def figures(report: Report) -> dict[str, bytes]:
     from matplotlib import pyplot
 
     images = {}
-    for kind, draw in (("heatmap", _heatmap), ("params", _params_plot)):
+    drawn = [("heatmap", _heatmap), ("params", _params_plot)]
+    if any(_per_model(m, "selection_gap") for m in report.methods):
+        drawn.append(("selection", _selection_plot))
+    for kind, draw in drawn:
         figure = draw(report, pyplot)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
@@ -909,3 +978,35 @@ def _params_plot(r: Report, pyplot):
     )  # fmt: skip
     figure.tight_layout(rect=(0, 0.08, 1, 1))
     return figure
+
+
+def _selection_plot(r: Report, pyplot):
+    """Per method, every model's Spearman correlation of source dev with target dev over its
+    checkpoints, and the target dev score source-dev selection gave up (`--oracle` runs)."""
+    methods = [m for m in r.methods if _per_model(m, "selection_gap")]
+    figure, axes = pyplot.subplots(1, 2, figsize=(9, 1.6 + 0.45 * len(methods)))
+    for ax, (name, title) in zip(axes, SELECTION_PANELS, strict=True):
+        for row, m in enumerate(methods):
+            values = _per_model(m, name)
+            ax.scatter(values, [row] * len(values), color="tab:blue", alpha=0.7)
+            if values:
+                ax.plot([statistics.fmean(values)] * 2, [row - 0.3, row + 0.3], color="black")
+        ax.set_yticks(range(len(methods)), [m.name for m in methods], fontsize=9)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_xlim(-1.05, 1.05)
+    axes[0].axvline(0, color="grey", linewidth=1)
+    axes[1].set_yticks(range(len(methods)), [])
+    figure.suptitle(
+        f"{r.suite}, {r.setting}: how well source dev picks checkpoints for the targets "
+        "(a dot per model and seed, a bar at the mean)",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    return figure
+
+
+SELECTION_PANELS = (
+    ("spearman", "Spearman: source dev vs mean target dev"),
+    ("selection_gap", "gap: target dev points given up"),
+)

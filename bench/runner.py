@@ -35,7 +35,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from bench import distributed, interrupts, suites
+from bench import distributed, interrupts, overlap, suites
 from bench.backbone import backbone_identity, backbone_path
 from bench.checkpoint import Checkpoint, Checkpoints, restore, training_state
 from bench.config import TrainConfig
@@ -48,6 +48,7 @@ from bench.model import Model, count_parameters
 from bench.references import References
 from bench.request import Request, check_sources, resolve
 from bench.resources import Stopwatch, messages_once, peak_gpu_mb, peak_rss_mb, reset_peaks
+from bench.selection import Average, curve_metrics, oracle_pairs, spare_weights
 from bench.settings import EvalPair, ModelPlan, Pair, Plan, TrainPair
 from bench.suites import Suite
 from bench.task import Kind
@@ -85,6 +86,8 @@ class Prepared:
     data_s: float = 0.0  # reading and encoding the data (or reading it from the cache)
     run_id: str = ""  # the MLflow run, once `execute` has started (or resumed) it
     head: Path | None = None  # the MLM-head stage's folder, where the backbone needs one
+    # model name -> its target pairs' dev splits, scored apart under --oracle (train.oracle)
+    oracle: dict[str, tuple[EvalPair, ...]] = dataclasses.field(default_factory=dict)
 
     def examples(self, pair: Pair, split: str) -> PairData:
         """The loaded data of `pair`'s `split` (the first loaded, when parts of it were)."""
@@ -109,6 +112,9 @@ def prepare(request: Request) -> Prepared:
     backbone = backbone_path(suite.backbone)  # before any output: a missing one stops here
     _check_remote_code(backbone, request.trust_remote_code)
     check_sources(suite, plan, stages, method_config.mlm)
+    oracle = {m.name: oracle_pairs(m, suite) for m in plan.models} if train.oracle else {}
+    plan = screened(plan, suite, train, oracle, trains_mlm(method_config, stages))
+    stages = {m.name: method.stages(m, method_config) for m in plan.models}
     _check_output(request.output)
     Tracker.check_reachable(resolve_uri(request.output, request.tracking_uri))  # no run yet
     resumed = _resumable(request, run_params(request, suite, method_config, train))
@@ -119,7 +125,7 @@ def prepare(request: Request) -> Prepared:
         data = _read_data(
             suite, plan, stages, trains_mlm(method_config, stages), train, tokenizer,
             request.output / "cache",
-            request.progress and distributed.current().main,
+            request.progress and distributed.current().main, oracle,
         )  # fmt: skip
     references = {}
     for model in plan.models:
@@ -134,8 +140,17 @@ def prepare(request: Request) -> Prepared:
             references[(model.name, task)] = References(suite.task(task), rows)
     return Prepared(
         request, suite, method, method_config, train, plan, tokenizer, data, references, stages,
-        started, resumed=resumed, data_s=reading.seconds,
+        started, resumed=resumed, data_s=reading.seconds, oracle=oracle,
     )  # fmt: skip
+
+
+def screened(plan: Plan, suite: Suite, train: TrainConfig, oracle: dict, mlm: bool) -> Plan:
+    """The Plan after the content check (`bench.overlap.check`: a split evaluated, or scored by
+    the oracle, that shares too many sentences with what the model trains or selects on is
+    refused) and, with `train.deduplicate`, without the training examples whose sentences the
+    model is tested on (never the oracle's: with or without it, a run trains alike)."""
+    overlap.check(plan, suite, oracle, mlm)
+    return overlap.deduplicate(plan, suite) if train.deduplicate else plan
 
 
 def trains_mlm(method_config: MethodConfig, stages: dict[str, tuple[Stage, ...]]) -> bool:
@@ -162,6 +177,7 @@ def _read_data(
     tokenizer,
     cache: Path,
     progress: bool,
+    oracle: dict[str, tuple[EvalPair, ...]] | None = None,
 ) -> dict[tuple, PairData]:
     """Every split the run reads, encoded: from the on-disk cache where it is current."""
     data: dict[tuple, PairData] = {}
@@ -170,6 +186,7 @@ def _read_data(
         pairs = [*model.train, *(model.mlm if mlm else ())]
         pairs += [t for stage in stages[model.name] for t in stage.pairs]
         selection = [(e, train.selection_cap) for e in model.selection]
+        selection += [(e, train.selection_cap) for e in (oracle or {}).get(model.name, ())]
         evals = [(e, train.eval_cap) for e in model.eval]
         for item, cap in [*((t, None) for t in pairs), *selection, *evals]:
             reads.setdefault(data_key(item), (item, cap))
@@ -274,7 +291,7 @@ def data_key(item: TrainPair | EvalPair) -> tuple:
     """What identifies the examples of a training or evaluation pair: the same split of a pair
     can be trained on in part and select the model on the rest (`pos/eng@dev[:1800]`)."""
     if isinstance(item, TrainPair):
-        return ("train", item.pair, item.split, item.cap, item.indices)
+        return ("train", item.pair, item.split, item.cap, item.indices, item.exclude)
     return ("eval", item.pair, item.split, item.exclude)
 
 
@@ -297,7 +314,8 @@ def run_params(
 def _load(suite: Suite, t, tokenizer, train: TrainConfig, cache: Path) -> PairData:
     return load_pair(
         suite.task(t.pair.task), t.pair.language, t.split, tokenizer,
-        max_length=train.max_length, cap=t.cap, indices=t.indices, cache_dir=cache,
+        max_length=train.max_length, cap=t.cap, indices=t.indices, exclude=t.exclude,
+        cache_dir=cache,
     )  # fmt: skip
 
 
@@ -466,6 +484,8 @@ class Progress:
     # train, eval, stages, checkpoint, wall: what earlier attempts spent up to the checkpoint
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     notes: dict[str, str] = dataclasses.field(default_factory=dict)  # Model.language_notes
+    oracle: list[dict] = dataclasses.field(default_factory=list)  # train.oracle's PairResults
+    curves: dict[str, list] = dataclasses.field(default_factory=dict)  # model -> Loop.curve
 
 
 @dataclasses.dataclass
@@ -480,6 +500,12 @@ class Loop:
     losses: list[float] = dataclasses.field(default_factory=list)  # since the last logged mean
     loss: float | None = None  # a mean training loss not logged yet
     best: float | None = None  # the best model-selection score so far
+    last: float | None = None  # the latest model-selection score
+    points: int = 0  # evaluation points in the running sum (train.selection=average)
+    # (step, source dev score, mean target dev score or None) at each evaluation point
+    curve: list[list] = dataclasses.field(default_factory=list)
+    # train.oracle: "task/language" -> [its best target dev score, the step that scored it]
+    oracle: dict[str, list] = dataclasses.field(default_factory=dict)
     selected: bool = True  # False: the model-selection evaluation of `step` is still to do
     # "labelled" and "mlm": steps and non-padding tokens of each kind of batch
     steps: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -581,6 +607,10 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
                 )
                 progress.pairs.append(dataclasses.asdict(result))
                 progress.eval_tokens += data.tokens
+            if prepared.oracle.get(model_plan.name):
+                results = _oracle_test(prepared, model_plan, model, loop, collator, folder)
+                progress.oracle += [dataclasses.asdict(r) for r in results]
+        progress.curves[model_plan.name] = loop.curve
         model_trainable, model_total = count_parameters(model)
         counts: dict[str, int] = {}
         for name, parameter in model.named_parameters():
@@ -602,6 +632,8 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
         return None
     pair_results = [PairResult(**r) for r in progress.pairs]
     metrics = summarize(pair_results)
+    if prepared.oracle:
+        metrics.update(oracle_metrics([PairResult(**r) for r in progress.oracle], progress.curves))
     spent = seconds()
     metrics.update(
         {
@@ -657,6 +689,7 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
     }
     tracker.artifact(results, "results.json")
     checkpoints.clear()  # finished: nothing to resume
+    spare_weights(folder)
     tracker.client.delete_tag(tracker.run_id, "checkpoint")
     return RunResult(
         tracker.run_id, tracker.experiment_id, tracker.uri, pair_results, metrics, progress.notes
@@ -916,6 +949,8 @@ def _train(
     a checkpoint; `resumed` is the one to continue from."""
     main = distributed.current().main
     pairs = [*plan.train, *(plan.mlm if prepared.method_config.mlm else ())]
+    rule, oracle = prepared.train.selection, prepared.oracle.get(plan.name, ())
+    average = Average(path.parent, plan.name)
     loop = Loop(plan.name)
     if resumed is not None:
         loop = Loop(**resumed.progress["loop"])
@@ -923,13 +958,21 @@ def _train(
 
     def select(step: int) -> None:
         last = step == prepared.train.max_steps and plan is prepared.plan.models[-1]
+        # a sweep's pruner reads the source dev score of the weights in training, whatever the
+        # rule; its objective is the run's select/score
         score = _select(prepared, plan, model, collator, tracker, step, last)
-        if loop.best is None or score > loop.best:
-            with interrupts.deferred():  # the best weights and their score change together
-                partial = path.with_name(path.name + ".partial")
-                model.save(str(partial))
-                os.replace(partial, path)
+        target = (
+            _oracle_point(prepared, plan, model, collator, tracker, step, loop) if oracle else None
+        )
+        with interrupts.deferred():  # the weights kept and the loop's record change together
+            if rule == "average":
+                loop.points = average.add(model, loop.points)
+            if loop.best is None or score > loop.best:
+                if rule == "source-dev":
+                    _save(model, path)
                 loop.best = score
+            loop.last = score
+            loop.curve.append([step, score, target])
 
     _fit(
         prepared, model, {t.pair: prepared.data[data_key(t)] for t in pairs}, collator,
@@ -940,9 +983,104 @@ def _train(
         loop=loop, state=resumed.state if resumed else None,
         checkpoint=lambda state: save(loop, model, state), clocks=clocks,
     )  # fmt: skip
-    if main:
+    if not main:
+        return loop
+    if rule == "source-dev":
         model.load(str(path))
+    elif rule == "last":
+        _save(model, path)
+        loop.best = loop.last
+    else:  # the average: its own source dev score is the run's selection score
+        average.apply(model, loop.points)
+        _save(model, path)
+        loop.best = _select(prepared, plan, model, collator, tracker, None, False)
     return loop
+
+
+def _save(model: Model, path: Path) -> None:
+    """The model's trainable weights to `path`, whole or not at all."""
+    partial = path.with_name(path.name + ".partial")
+    model.save(str(partial))
+    os.replace(partial, path)
+
+
+def _oracle_point(
+    prepared: Prepared,
+    plan: ModelPlan,
+    model: Model,
+    collator: Collator,
+    tracker: Tracker,
+    step: int,
+    loop: Loop,
+) -> float:
+    """Scores the target dev splits (train.oracle) at an evaluation point, logged under
+    `oracle/dev/`; keeps the weights of every step that is still some pair's best (the oracle's
+    test scores need them) and returns the mean target dev score."""
+    scores = {}
+    for e in prepared.oracle[plan.name]:
+        data = prepared.data[data_key(e)]
+        task = prepared.suite.task(e.pair.task)
+        result = evaluate(model, task, data, e, None, prepared.train, plan.name, collator)
+        scores[str(e.pair)] = result.score
+        tracker.metrics({f"oracle/dev/{e.pair}/{result.metric}": result.score}, step)
+    folder = checkpoint_folder(prepared.request.output, tracker.run_id)
+    with interrupts.deferred():
+        for pair, score in scores.items():
+            if pair not in loop.oracle or score > loop.oracle[pair][0]:
+                loop.oracle[pair] = [score, step]
+        if step in {s for _, s in loop.oracle.values()}:
+            _save(model, _oracle_weights(folder, plan.name, step))
+        kept = {_oracle_weights(folder, plan.name, s) for _, s in loop.oracle.values()}
+        for old in folder.glob(f"{plan.name}.oracle-*.safetensors"):
+            if old not in kept:
+                old.unlink()
+    return sum(scores.values()) / len(scores)
+
+
+def _oracle_test(
+    prepared: Prepared,
+    plan: ModelPlan,
+    model: Model,
+    loop: Loop,
+    collator: Collator,
+    folder: Path,
+) -> list[PairResult]:
+    """The oracle's test scores: each target pair with a dev split, evaluated on its test split
+    with the weights of the checkpoint its dev split scored best."""
+    by_step: dict[int, list[EvalPair]] = {}
+    for e in plan.eval:
+        if str(e.pair) in loop.oracle:
+            by_step.setdefault(loop.oracle[str(e.pair)][1], []).append(e)
+    results = []
+    for step, pairs in sorted(by_step.items()):
+        model.load(str(_oracle_weights(folder, plan.name, step)))
+        for e in pairs:
+            data = prepared.data[data_key(e)]
+            refs = prepared.references[(plan.name, e.pair.task)]
+            task = prepared.suite.task(e.pair.task)
+            results.append(
+                evaluate(model, task, data, e, refs, prepared.train, plan.name, collator)
+            )
+    return results
+
+
+def oracle_metrics(results: list[PairResult], curves: dict[str, list]) -> dict[str, float]:
+    """The oracle's test scores under `oracle/` (never `eval/`), how many targets it covers
+    per task, and each model's `curve_metrics`."""
+    metrics = {
+        "oracle/" + key.partition("/")[2]: value
+        for key, value in summarize(results).items()
+        if key.startswith("eval/")
+    }
+    for task in {r.task for r in results}:
+        metrics[f"oracle/{task}/targets"] = sum(r.task == task for r in results)
+    for name, curve in curves.items():
+        metrics.update(curve_metrics(name, curve))
+    return metrics
+
+
+def _oracle_weights(folder: Path, name: str, step: int) -> Path:
+    return folder / f"{name}.oracle-{step}.safetensors"
 
 
 def _named(prepared: Prepared, plan: ModelPlan) -> str:
@@ -1107,10 +1245,11 @@ def _select(
     model: Model,
     collator: Collator,
     tracker: Tracker,
-    step: int,
+    step: int | None,
     last: bool,
 ) -> float:
-    """Scores the model-selection pairs; their mean primary metric picks the best checkpoint."""
+    """Scores the model-selection pairs; their mean primary metric picks the best checkpoint.
+    `step` None: the averaged weights (train.selection=average), logged apart, after training."""
     scores = {}
     for e in plan.selection:
         data = prepared.data[data_key(e)]
@@ -1118,6 +1257,9 @@ def _select(
         result = evaluate(model, task, data, e, None, prepared.train, plan.name, collator)
         scores[f"select/{e.pair.task}/{e.pair.language}/{result.metric}"] = result.score
     mean = sum(scores.values()) / len(scores)
+    if step is None:
+        tracker.metrics({f"select/{plan.name}/average_score": mean})
+        return mean
     tracker.metrics({**scores, f"select/{plan.name}/score": mean}, step)
     if prepared.request.on_select is not None:
         prepared.request.on_select(mean, last)

@@ -46,6 +46,9 @@ class TrainPair:
     split: str
     cap: int | None = None  # at most this many examples (the first `cap` after the indices)
     indices: tuple[int, ...] | None = None  # a fixed subset of the split (few-shot)
+    # examples of the split left out (before the cap): their sentences are evaluated
+    # (`train.deduplicate`, `bench.overlap`)
+    exclude: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Plan:
 
 def _train_label(t: TrainPair) -> str:
     extra = f" ({len(t.indices)} of {t.split})" if t.indices is not None else ""
+    extra += f" ({len(t.exclude)} left out: evaluated)" if t.exclude else ""
     return f"{t.pair}{extra}" + (f" (cap {t.cap})" if t.cap is not None else "")
 
 

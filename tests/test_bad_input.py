@@ -34,24 +34,31 @@ max_steps = 2
 eval_every = 2
 [tasks.pos.files.en]
 train = "en.conllu"
-dev = "en.conllu"
-test = "en.conllu"
+dev = "en-dev.conllu"
+test = "en-test.conllu"
 [tasks.pos.files.de]
 test = "de.conllu"
 [tasks.ner]
 labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 [tasks.ner.files.de]
 train = "de.txt"
-dev = "de.txt"
-test = "de.txt"
+dev = "de-dev.txt"
+test = "de-test.txt"
 [tasks.nli.files.en]
 train = "en.tsv"
-dev = "en.tsv"
-test = "en.tsv"
+dev = "en-dev.tsv"
+test = "en-test.tsv"
 [settings.mixed]
 train = ["pos/en", "ner/de", "nli/en"]
 """
-FILES = {"mine.toml": SUITE, "en.conllu": CONLLU, "de.conllu": CONLLU, "de.txt": NER, "en.tsv": NLI}
+# the cases edit the training files; every split holds sentences of its own (`bench.overlap`)
+FILES = {
+    "mine.toml": SUITE, "en.conllu": CONLLU, "de.txt": NER, "en.tsv": NLI,
+    "en-dev.conllu": CONLLU.replace("Hi", "Hey"), "en-test.conllu": CONLLU.replace("Hi", "Ho"),
+    "de.conllu": CONLLU.replace("there", "dort"),
+    "de-dev.txt": NER.replace("London", "Paris"), "de-test.txt": NER.replace("London", "Rome"),
+    "en-dev.tsv": NLI.replace("Ada", "Bo"), "en-test.tsv": NLI.replace("Ada", "Cy"),
+}  # fmt: skip
 # every case runs the dummy method for two steps: one that wrongly starts training ends fast
 BASE = ["run", "--method", "dummy", "--max-steps", "2", "--eval-every", "2", "--no-progress"]
 SUITE_ARGS = ["--suite", "{tmp}/mine.toml"]

@@ -24,6 +24,15 @@ CONLLU = """# sent_id = 1
 """
 
 
+def conllu(tag: str, copies: int = 1) -> str:
+    """CONLLU `copies` times over, each sentence its own (`tag` and its number in its words):
+    a split that shares no sentence with another split (`bench.overlap`)."""
+    return "\n".join(
+        CONLLU.replace("\tgo\t", f"\tgo-{tag}{i}\t").replace("\tYes\t", f"\tYes-{tag}{i}\t")
+        for i in range(copies)
+    )
+
+
 def write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")

@@ -88,12 +88,21 @@ ARTICLE = "Ada Lovelace\n\nAda Lovelace jẹ́ onímọ̀ ìṣirò ọmọ il�
 @pytest.fixture()
 def mirror(tmp_path, monkeypatch):
     root = tmp_path / "mirror"
-    wikiann = _wikiann(SENTENCES)
+    # every split and language its own sentences, as in real data (`bench.overlap` refuses a
+    # suite that tests on what it trains on); the dev splits are SENTENCES as they are
     _repo(root, "unimelb-nlp/wikiann", {
-        code: {split: (code, wikiann) for split in ("train", "validation", "test")}
+        code: {
+            split: (code, _wikiann(SENTENCES if split == "validation" else
+                                   [([*t, f"{code}-{split}"], [*g, "O"]) for t, g in SENTENCES]))
+            for split in ("train", "validation", "test")
+        }
         for code in ("en", "yo")
     })  # fmt: skip
     pairs = [("A man sleeps.", "A person rests.", 0), ("A man sleeps.", "He runs.", 2)]
+
+    def own(tag: str, count: int) -> list[tuple[str, str, int]]:
+        return [(f"{p} {tag}{i}", f"{h} {tag}{i}", y) for i in range(count) for p, h, y in pairs]
+
     mnli = _nli([*pairs, ("Unclear.", "Maybe.", -1)], {"genre": "fiction", "pairID": "1e"})
     _repo(root, "nyu-mll/multi_nli", {
         "default": {
@@ -102,10 +111,10 @@ def mirror(tmp_path, monkeypatch):
         }
     })  # fmt: skip
     _repo(root, "nala-cub/americas_nli", {
-        "quy": {split: ("quy", _nli(pairs * 3)) for split in ("validation", "test")}
+        "quy": {split: ("quy", _nli(own(split, 3))) for split in ("validation", "test")}
     })  # fmt: skip
     _repo(root, "facebook/xnli", {
-        "ar": {split: ("ar", _nli(pairs)) for split in ("train", "validation", "test")}
+        "ar": {s: ("ar", _nli(own(f"ar-{s}", 1))) for s in ("train", "validation", "test")}
     })  # fmt: skip
     articles = datasets.Dataset.from_dict(
         {"id": ["1", "2"], "url": ["u1", "u2"], "title": ["Ada", "Ada"], "text": [ARTICLE] * 2}

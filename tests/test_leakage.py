@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 from shared_data import SHARED, needs_shared
-from test_formats import CONLLU
-from test_suitefile import NER, ROOT
+from test_formats import conllu
+from test_suitefile import ROOT, ner
 
 from bench.cli import main
 from bench.errors import BenchError
@@ -257,12 +257,11 @@ def test_a_missing_split_is_an_error_when_data_is_read(demo):
 def leaky_suite(tmp_path):
     """A suite file over files written here whose one setting the test fills in: POS in
     English (train, dev, test) and German (dev and test: a target), NER in German."""
-    conllu = "\n".join([CONLLU] * 5)  # 10 sentences
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "dev", "test"):
-        (data / f"en-{split}.conllu").write_text(conllu)
-        (data / f"de-{split}.txt").write_text(NER)
+        (data / f"en-{split}.conllu").write_text(conllu(split, 5))  # 10 sentences
+        (data / f"de-{split}.txt").write_text(ner(split))
     (data / "de.txt").write_text("Ein Satz.\nNoch einer.\n")
     text = f"""
 backbone = "demo"

@@ -128,6 +128,23 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path, uninter
 
 
 @pytest.mark.slow
+def test_a_killed_run_that_averages_its_checkpoints_still_averages_every_point(
+    tmp_path, uninterrupted
+):
+    averaged = [*BUDGET, "--selection", "average"]
+    output, flag = tmp_path / "runs", tmp_path / "hanging"
+    process = _hanging(flag, ["run", *averaged, "--output", str(output)], step=100)
+    _wait(flag, process)
+    process.kill()  # its checkpoint is from step 80: two points in the sum
+    process.communicate()
+    _, (run,) = _runs(output)
+    checkpoint = Checkpoints(output / "checkpoints" / run.info.run_id / "resume").latest()
+    assert checkpoint.progress["loop"]["points"] == 2
+    resumed = _resume_and_compare(output, run.info.run_id, uninterrupted, averaged)
+    assert resumed.data.params["train.selection"] == "average"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_and_sigterm_checkpoint_the_run_and_mark_it_killed(tmp_path, uninterrupted, signum):
     output, flag = tmp_path / "runs", tmp_path / "hanging"

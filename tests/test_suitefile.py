@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 from shared_data import SHARED, needs_shared
-from test_formats import CONLLU
+from test_formats import CONLLU, conllu
 
 from bench import runner, suites
 from bench.cli import main
@@ -23,14 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 NER = "Ada B-PER\nLovelace I-PER\nin O\nLondon B-LOC\n\n" * 6
 
 
+def ner(tag: str, count: int = 6) -> str:
+    """`count` two-column NER sentences, each its own (`tag` and its number in a word)."""
+    return "".join(
+        f"Ada B-PER\nLovelace I-PER\nin O\nLondon-{tag}{i} B-LOC\n\n" for i in range(count)
+    )
+
+
 @pytest.fixture()
 def suite_file(tmp_path, monkeypatch):
     """A two-language suite over files written here; `${DATA}` names their folder."""
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "dev", "test"):
-        (data / f"en-{split}.conllu").write_text((CONLLU + "\n") * 3)  # blank between
-        (data / f"de-{split}.txt").write_text(NER)
+        (data / f"en-{split}.conllu").write_text(conllu(split, 3))
+        (data / f"de-{split}.txt").write_text(ner(split))
     (data / "de.txt").write_text("Ein Satz.\nNoch einer.\n")
     monkeypatch.setenv("DATA", str(data))
     path = tmp_path / "mine.toml"

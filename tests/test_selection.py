@@ -1,0 +1,188 @@
+"""Zero-shot model selection: the last weights, the average of the evaluation points, the
+oracle kept apart from every zero-shot number, and leakage by content."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_formats import conllu
+from test_run import tiny_run
+from test_suitefile import ROOT, ner
+
+from bench import runner, selection
+from bench.cli import main
+
+# evaluation points at 10, 20 and 30 labelled steps
+TINY = {"eval_cap": 40, "eval_every": 10}
+ZERO_SHOT = ("eval/", "select/")
+
+
+@pytest.fixture()
+def points(monkeypatch):
+    """The trainable weights at every evaluation point of the runs the test makes, copied when
+    the source dev score is computed, apart from what the selection rules keep."""
+    seen = []
+    score = runner._select
+
+    def recorded(prepared, plan, model, collator, tracker, step, last):
+        if step is not None:  # not the averaged weights' own score
+            seen.append({k: v.clone() for k, v in selection.trainable_state(model).items()})
+        return score(prepared, plan, model, collator, tracker, step, last)
+
+    monkeypatch.setattr(runner, "_select", recorded)
+    return seen
+
+
+@pytest.fixture()
+def content_suite(tmp_path):
+    """A suite file over files written here, every split of its own sentences: POS in English
+    (train, dev, test) and German (dev, test: a target), NER in German, German MLM text.
+    `content_suite(old, new)` edits it (`{data}`: the files' folder); `shared_line` makes one
+    English test sentence a training one; `select` replaces the selection pairs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        (data / f"en-{split}.conllu").write_text(conllu(f"en{split}", 5))  # 10 sentences
+        (data / f"de-{split}.txt").write_text(ner(split))
+    for split in ("dev", "test"):
+        (data / f"de-pos-{split}.conllu").write_text(conllu(f"de{split}", 5))
+    (data / "de.txt").write_text("Ein Satz.\nNoch einer.\n")
+    (data / "de-test-text.txt").write_text(
+        "".join(f"Ada Lovelace in London-test{i}\n" for i in range(6))
+    )
+    template = """
+backbone = "{root}"
+[tasks.pos.files.en]
+train = "{data}/en-train.conllu"
+dev = "{data}/en-dev.conllu"
+test = "{data}/en-test.conllu"
+[tasks.pos.files.de]
+dev = "{data}/de-pos-dev.conllu"
+test = "{data}/de-pos-test.conllu"
+[tasks.ner]
+labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+[tasks.ner.files.de]
+train = "{data}/de-train.txt"
+dev = "{data}/de-dev.txt"
+test = "{data}/de-test.txt"
+[tasks.mlm.files]
+de = { train = "{data}/de.txt" }
+[settings.mixed]
+train = ["pos/en", "ner/de"]
+select = SELECT
+""".replace("{root}", str(ROOT / "backbones" / "demo"))
+
+    def write(old="", new="", shared_line=False, select='["pos/en", "ner/de"]'):
+        if shared_line:
+            text = conllu("entest", 5).replace("go-entest0", "go-entrain0")
+            (data / "en-test.conllu").write_text(text)
+        text = template.replace(old, new).replace("SELECT", select)
+        path = tmp_path / "content.toml"
+        path.write_text(text.replace("{data}", str(data)))
+        return path
+
+    return write
+
+
+def _kept(tmp_path, result):
+    return load_file(str(runner.checkpoint_folder(tmp_path, result.run_id) / "all.safetensors"))
+
+
+@pytest.mark.parametrize("rule", ["average", "last"])
+def test_average_and_last_keep_the_weights_they_name(tmp_path, points, rule):
+    result = tiny_run(tmp_path, train={**TINY, "selection": rule})
+    assert len(points) == 3
+    expected = {
+        name: torch.stack([p[name].double() for p in points]).mean(0)
+        if rule == "average"
+        else points[-1][name].double()
+        for name in points[0]
+    }
+    kept = _kept(tmp_path, result)
+    assert kept.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(kept[name].double(), value, rtol=1e-6, atol=1e-7)
+    if rule == "average":  # weights that moved: the average is none of the points
+        assert any(not torch.equal(kept[n], points[-1][n]) for n in kept)
+    folder = runner.checkpoint_folder(tmp_path, result.run_id)
+    assert [p.name for p in folder.iterdir()] == ["all.safetensors"]  # the sums are gone
+
+
+def test_the_oracle_is_logged_apart_and_changes_no_zero_shot_number(tmp_path):
+    plain = tiny_run(tmp_path / "plain", train=TINY)
+    oracle = tiny_run(tmp_path / "oracle", train={**TINY, "oracle": True})
+    zero_shot = {k: v for k, v in plain.metrics.items() if k.startswith(ZERO_SHOT)}
+    assert zero_shot == {k: v for k, v in oracle.metrics.items() if k.startswith(ZERO_SHOT)}
+    added = set(oracle.metrics) - set(plain.metrics)
+    # besides oracle/: the word counts of the target dev splits it read (words/TASK/LANG/dev/..)
+    assert all(k.startswith("oracle/") or "/dev/" in k for k in added), sorted(added)
+    assert any(k.startswith("oracle/") for k in added)
+    # the demo's targets with a dev split: every NER and POS target, and NLI's
+    assert oracle.metrics["oracle/ner/targets"] == 5 and oracle.metrics["oracle/nli/targets"] == 6
+    for task in ("ner", "pos", "nli"):
+        assert 0 <= oracle.metrics[f"oracle/{task}/avg_target"] <= 100
+    assert oracle.metrics["oracle/all/checkpoints"] == 3
+    assert -1 <= oracle.metrics.get("oracle/all/spearman", 0) <= 1
+    assert oracle.metrics["oracle/all/selection_gap"] >= 0
+
+
+def test_spearman_ranks_ties_and_the_gap_is_measured_at_the_first_best_checkpoint():
+    assert selection.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert selection.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks of [1, 2, 2, 3] are 1, 2.5, 2.5, 4; Pearson's r of them with 1..4
+    assert selection.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)
+    assert selection.spearman([1, 1, 1], [1, 2, 3]) is None
+    curve = [[10, 50.0, 30.0], [20, 60.0, 20.0], [30, 60.0, 40.0]]
+    metrics = selection.curve_metrics("all", curve)
+    assert metrics["oracle/all/selection_gap"] == 20.0  # source dev keeps step 20 (first 60)
+    assert metrics["oracle/all/checkpoints"] == 2 + 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('dev = "{data}/en-dev.conllu"', 'dev = "{data}/en-test.conllu"'),  # a test file as dev
+        ('de = { train = "{data}/de.txt" }', 'de = { train = "{data}/de-test-text.txt" }'),
+    ],
+    ids=["test file as dev", "test sentences as MLM text"],
+)
+def test_content_shared_with_a_test_split_is_refused(content_suite, tmp_path, capsys, old, new):
+    assert main(["plan", "--suite", str(content_suite())]) == 0
+    capsys.readouterr()
+    suite = content_suite(old, new)
+    out = tmp_path / "runs"
+    run = ["run", "--method", "dummy", "--set", "method.mlm=true", "--output", str(out)]
+    for args in (["plan"], run):  # the dummy method with MLM reads the MLM text
+        assert main([*args, "--suite", str(suite)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: leakage by content: ") and err.count("\n") == 1
+        assert "(100.0%)" in err and err.count("/data/") == 2  # the two files, named
+    assert not out.exists()
+
+
+def test_a_few_shared_sentences_are_reported_and_left_out_of_training(content_suite, capsys):
+    suite = content_suite(shared_line=True)
+    assert main(["plan", "--suite", str(suite)]) == 0
+    out = capsys.readouterr().out
+    assert "which shares 1 of its 10 sentences (10.0%) with" in out and "REFUSED" not in out
+    assert "model all: 1 of pos/eng@train" in out
+    assert main(["plan", "--suite", str(suite), "--set", "train.deduplicate=false"]) == 0
+    assert "left out" not in capsys.readouterr().out
+
+
+def test_selecting_on_a_target_dev_split_is_refused_with_the_oracle_too(content_suite, capsys):
+    suite = content_suite(select='["pos/en", "ner/de", "pos/de@dev"]')
+    assert main(["run", "--method", "dummy", "--suite", str(suite), "--oracle"]) == 2
+    assert "selects on pos/deu@dev, a target pair it evaluates" in capsys.readouterr().err
+
+
+def test_the_report_shows_each_rule_as_a_row_and_the_oracle_apart(tmp_path):
+    for rule in ("source-dev", "average"):
+        tiny_run(tmp_path, train={**TINY, "selection": rule, "oracle": True})
+    path = tmp_path / "report.md"
+    args = ["report", "--output", str(tmp_path), "--baseline", "dummy", "--report", str(path)]
+    assert main(args) == 0
+    text = path.read_text()
+    assert "Runs per method: `dummy` 1 (seed 0), `dummy [average]` 1 (seed 0)." in text
+    oracle = text[text.index("## Oracle bound: selected on target dev data, not zero-shot") :]
+    assert "| method | ner zero-shot | ner oracle (target dev) |" in oracle
+    assert "(5 pairs)" in oracle and (tmp_path / "report-selection.png").stat().st_size > 0
