@@ -17,8 +17,9 @@ unless, for every model of it:
    the shots, when evaluation reads their split; `pos/eng@dev[:1800]` trained and
    `pos/eng@dev[1800:]` selecting is fine).
 
-Examples are told apart by (pair, split, index): two splits, or two pairs, that hold the same
-sentences are not detected, and the unlabelled text of a language may be its test sentences.
+Examples are told apart here by (pair, split, index); two splits, or two pairs, that hold the
+same sentences (a test file given as a dev file, test sentences as MLM text) are the content
+check's to find (`bench.overlap`), once the data is read.
 """
 
 from __future__ import annotations
