@@ -229,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--output", type=Path, default=Path("bench-runs"))
     compare.add_argument(
+        "--run-average", action="store_true",
+        help="also test, per method and setting, the average of its seeds' weights (Schmidt et "
+        "al. 2023): one more run each, reported as `METHOD [run average]`",
+    )  # fmt: skip
+    compare.add_argument(
         "--reuse", action="store_true",
         help="reuse finished runs in the store with exactly the params a grid run would log",
     )  # fmt: skip
@@ -665,9 +670,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and (flag, value) != ("suite", "demo"):
             command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
-    command += " --oracle" * args.oracle
+    command += " --oracle" * args.oracle + " --run-average" * args.run_average
     command += "".join(f" --set {shlex.quote(item)}" for item in args.set)
     if budgets:
+        if args.run_average:
+            raise BenchError("--run-average and --budgets: give one (curves plot single runs)")
         from bench import curves
 
         found = {
@@ -681,7 +688,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         plots = curves.plot(found, path.with_suffix(""))
         return _write_report(curves.render(found, suite=name, command=command, plots=plots), path)
-    cells = compare.run_grid(entries, settings, args.seeds, reuse=args.reuse, tuned=tuned, **grid)
+    cells = compare.run_grid(
+        entries, settings, args.seeds, reuse=args.reuse, tuned=tuned,
+        run_average=args.run_average, **grid,
+    )  # fmt: skip
     path = args.report or REPORTS / name / f"compare-{'-'.join(settings)}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     plots = compare.plot(cells, path.with_suffix(""))

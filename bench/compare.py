@@ -64,6 +64,7 @@ class Cell:
     run_ids: tuple[str, ...]
     targets: tuple[str, ...] = ()  # the evaluated target pairs, `task/language`
     tags: tuple[dict[str, str], ...] = ()  # each run's tags and `STREAM_PARAM`
+    averaged: bool = False  # one run: the average of the seeds' weights (`run_average`)
 
     def values(self, key: str) -> list[float]:
         return [m[key] for m in self.runs if m.get(key) is not None]
@@ -71,6 +72,17 @@ class Cell:
 
 def _execute(request: runner.Request) -> tuple[str, dict[str, float], dict[str, str]]:
     result = runner.execute(runner.prepare(request))
+    return (
+        result.run_id,
+        result.metrics,
+        _facts(MlflowClient(result.tracking_uri).get_run(result.run_id)),
+    )
+
+
+def _average(request: runner.Request, run_ids: tuple[str, ...]) -> tuple[str, dict, dict]:
+    from bench import averaging
+
+    result = averaging.average_runs(request, list(run_ids))
     return (
         result.run_id,
         result.metrics,
@@ -151,7 +163,10 @@ def run_grid(
     plugins: tuple[Path, ...] = (),
     reuse: bool = False,
     tuned: dict[str, Tuned] | None = None,
+    run_average: bool = False,
 ) -> list[Cell]:
+    """The grid's cells, each with its seeds' runs; with `run_average`, each cell of two seeds
+    or more is followed by one of the run that tests the average of their weights."""
     tuned = tuned or {}
     requests = {}
     for entry in entries:
@@ -169,7 +184,9 @@ def run_grid(
     }
     cells = []
     first = next(iter(requests.values()))[0]
-    finished, stopped = _stored_runs(output, runner.resolve(first)[0].name) if reuse else ({}, {})
+    experiment = runner.resolve(first)[0].name
+    finished, stopped = _stored_runs(output, experiment) if reuse else ({}, {})
+    averages = _stored_averages(output, experiment) if reuse else {}
     context = multiprocessing.get_context("spawn")
 
     def result(request: runner.Request) -> tuple[str, dict[str, float], dict[str, str]]:
@@ -197,7 +214,44 @@ def run_grid(
                     tags=tuple(t for _, _, t in results),
                 )
             )
+            if run_average and len(batch) > 1:
+                run_ids = cells[-1].run_ids
+                found = averages.get(run_ids) or pool.apply(_average, (batch[0], run_ids))
+                cells.append(
+                    Cell(
+                        f"{label} [run average]",
+                        setting,
+                        runs=(found[1],),
+                        run_ids=(found[0],),
+                        targets=cells[-1].targets,
+                        tags=(found[2],),
+                        averaged=True,
+                    )
+                )
     return cells
+
+
+def _stored_averages(output: Path, experiment: str) -> dict[tuple[str, ...], tuple]:
+    """The finished run-average runs of a suite, by the runs they averaged."""
+    from bench.averaging import TAG
+
+    client = MlflowClient(resolve_uri(output, None))
+    found_experiment = client.get_experiment_by_name(experiment)
+    if found_experiment is None:
+        return {}
+    runs = client.search_runs(
+        [found_experiment.experiment_id],
+        f"attributes.status = 'FINISHED' and tags.{TAG} != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    found = {}
+    for run in runs:
+        found.setdefault(
+            tuple(run.data.tags[TAG].split(",")),
+            (run.info.run_id, dict(run.data.metrics), _facts(run)),
+        )
+    return found
 
 
 def _key(request: runner.Request) -> tuple:
@@ -330,7 +384,9 @@ def _streams(cell: Cell) -> tuple[str, ...]:
 
 
 def _same_stream(cells: list[Cell], cell: Cell) -> str:
-    others = [c for c in cells if c.setting == cell.setting and c is not cell]
+    if cell.averaged:
+        return "its seeds'"
+    others = [c for c in cells if c.setting == cell.setting and c is not cell and not c.averaged]
     if not all(_streams(cell)) or not others:
         return "-"
     return "yes" if all(_streams(c) == _streams(cell) for c in others) else "no"
@@ -342,7 +398,7 @@ def _budget_reading(cells: list[Cell]) -> list[str]:
     for setting in dict.fromkeys(c.setting for c in cells):
         group = [c for c in cells if c.setting == setting]
         runs = {c.method: list(c.runs) for c in group}
-        streams = {c.method: _streams(c) for c in group}
+        streams = {c.method: _streams(c) for c in group if not c.averaged}
         lines.append(f"- {setting}: {budgets_compared(runs, streams)}.")
     return lines
 

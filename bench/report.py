@@ -384,10 +384,13 @@ def _search(client: MlflowClient, experiment_id: str, query: str, extra: str | N
 
 def label(run) -> str:
     """A run's method as reports name it: its `variant` tag (`adapter (mlm)`), else `method`,
-    and its selection rule where it is not source dev (`hyperx [average]`)."""
+    and its selection rule where it is not source dev (`hyperx [average]`), or that it averages
+    the weights of several seeds' runs (`hyperx [run average]`)."""
     name = run.data.tags.get("variant") or run.data.tags["method"]
-    rule = run.data.params.get("train.selection", "source-dev")
-    return name if rule == "source-dev" else f"{name} [{rule}]"
+    rules = [run.data.params.get("train.selection", "source-dev")]
+    rules = [r for r in rules if r != "source-dev"]
+    rules += ["run average"] * ("run_average" in run.data.tags)
+    return f"{name} [{', '.join(rules)}]" if rules else name
 
 
 def _group(runs: list, baseline: str) -> list[MethodRuns]:

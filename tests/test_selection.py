@@ -2,13 +2,15 @@
 oracle kept apart from every zero-shot number, and leakage by content."""
 
 import pytest
+import test_run
 import torch
+from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 from test_formats import conllu
 from test_run import tiny_run
 from test_suitefile import ROOT, ner
 
-from bench import runner, selection
+from bench import report, runner, selection
 from bench.cli import main
 
 # evaluation points at 10, 20 and 30 labelled steps
@@ -186,3 +188,48 @@ def test_the_report_shows_each_rule_as_a_row_and_the_oracle_apart(tmp_path):
     oracle = text[text.index("## Oracle bound: selected on target dev data, not zero-shot") :]
     assert "| method | ner zero-shot | ner oracle (target dev) |" in oracle
     assert "(5 pairs)" in oracle and (tmp_path / "report-selection.png").stat().st_size > 0
+
+
+def test_run_averaging_tests_the_mean_of_the_seeds_weights(tmp_path, monkeypatch):
+    from bench import averaging
+
+    runs = [tiny_run(tmp_path, seed=seed, train=TINY) for seed in (0, 1)]
+    kept = [_kept(tmp_path, r) for r in runs]
+    tested = []
+    score = averaging.evaluate
+
+    def recorded(model, *args):
+        tested.append(selection.trainable_state(model))
+        return score(model, *args)
+
+    monkeypatch.setattr(averaging, "evaluate", recorded)
+    request = runner.Request(method="dummy", setting="mixed", seed=0, output=tmp_path,
+                             progress=False, train={**test_run.TINY, **TINY})  # fmt: skip
+    result = averaging.average_runs(request, [r.run_id for r in runs])
+    for state in tested:  # every test pair, with the mean of the two runs' weights
+        for name, value in state.items():
+            mean = (kept[0][name].double() + kept[1][name].double()) / 2
+            torch.testing.assert_close(value.double(), mean, rtol=1e-6, atol=1e-7)
+    run = MlflowClient(result.tracking_uri).get_run(result.run_id)
+    assert run.data.tags[averaging.TAG] == f"{runs[0].run_id},{runs[1].run_id}"
+    assert run.data.params["seed"] == "0+1" and report.label(run) == "dummy [run average]"
+    steps = result.metrics["budget/labelled_steps"]
+    assert steps == sum(r.metrics["budget/labelled_steps"] for r in runs)  # it cost both
+
+
+def test_compare_adds_a_run_average_row_and_reuses_it(tmp_path):
+    out, path = tmp_path / "runs", tmp_path / "compare.md"
+    args = ["compare", "--methods", "dummy", "--seeds", "2", "--max-steps", "4", "--run-average"]
+    args += ["--set", "train.eval_every=2", "--output", str(out), "--report", str(path), "--reuse"]
+    assert main(args) == 0
+    summary = path.read_text().split("## Budgets")[0]
+    rows = [line.split(" | ")[:2] for line in summary.splitlines() if line.startswith("| `d")]
+    assert [(m.strip("| †"), s) for m, s in rows] == [
+        ("`dummy`", "mixed"),
+        ("`dummy [run average]`", "mixed"),
+    ]
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("demo").experiment_id
+    assert len(client.search_runs([experiment])) == 3
+    assert main(args) == 0  # with --reuse, nothing runs again
+    assert len(client.search_runs([experiment])) == 3
