@@ -5,8 +5,8 @@ Each seed's run keeps the trainable weights of every model it tested beside its 
 (`<output>/checkpoints/<run id>/<model>.safetensors`); the frozen weights come from the backbone
 and from stages shared by every seed (MAD-X's language adapters). The averaged run logs the
 zero-shot scores of the averaged model, its runs' ids (tag `run_average`), the seeds they had
-(param `seed`, `0+1+2`) and, as its budget, the sum of theirs: it cost their training. Reports
-name it `<method> [run average]`.
+(param `seed`, `0+1+2`) and, as its budget, the sum of theirs: it cost their training. It keeps
+the averaged weights where a run keeps its own. Reports name it `<method> [run average]`.
 """
 
 from __future__ import annotations
@@ -119,6 +119,9 @@ def _evaluate(prepared: runner.Prepared, tracker: Tracker, run_ids: list[str]):
             for key, value in own.items()
         }
         model.load_state_dict(averaged, strict=False)
+        folder = runner.checkpoint_folder(prepared.request.output, tracker.run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(str(folder / f"{model_plan.name}.safetensors"))  # kept, as a run keeps its own
         collator = Collator(
             prepared.tokenizer, prepared.train.mlm_probability, prepared.request.seed,
             prepared.device,

@@ -28,6 +28,7 @@ from bench.task import Kind
 # given for another shares all of them; official splits share a few: up to 12.2% in the shared
 # suite (MasakhaNER 2.0 Hausa test with its train split), which `train.deduplicate` removes
 LIMIT = 0.25
+SHOWN = 0.01  # `bench plan` lists overlaps from this share on, and counts the smaller ones
 TEXT_COLUMNS = {
     Kind.TOKEN: ("tokens",),
     Kind.SENTENCE: ("premise", "hypothesis"),
@@ -205,7 +206,13 @@ def render(plan: Plan, suite: Suite, train) -> str:
         return o.refused and (o.role != "oracle" or train.oracle)
 
     lines = [f"sentences shared between splits (at most {LIMIT:.0%} of an evaluated split):"]
-    lines += [f"  {'REFUSED ' * refused(o)}{o.line()}" for o in found] or ["  none"]
+    shown = [o for o in found if o.share >= SHOWN or refused(o)]
+    lines += [f"  {'REFUSED ' * refused(o)}{o.line()}" for o in shown]
+    if small := [o for o in found if o not in shown]:
+        count = sum(o.shared for o in small)
+        lines.append(f"  and {len(small)} smaller overlaps (under {SHOWN:.0%} each, {count} "
+                     "sentences in all)")  # fmt: skip
+    lines += [] if found else ["  none"]
     if train.deduplicate and not any(map(refused, found)):
         left = [
             (m.name, t)

@@ -2,7 +2,6 @@
 oracle kept apart from every zero-shot number, and leakage by content."""
 
 import pytest
-import test_run
 import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
@@ -10,7 +9,7 @@ from test_formats import conllu
 from test_run import tiny_run
 from test_suitefile import ROOT, ner
 
-from bench import report, runner, selection
+from bench import averaging, report, runner, selection
 from bench.cli import main
 
 # evaluation points at 10, 20 and 30 labelled steps
@@ -190,33 +189,6 @@ def test_the_report_shows_each_rule_as_a_row_and_the_oracle_apart(tmp_path):
     assert "(5 pairs)" in oracle and (tmp_path / "report-selection.png").stat().st_size > 0
 
 
-def test_run_averaging_tests_the_mean_of_the_seeds_weights(tmp_path, monkeypatch):
-    from bench import averaging
-
-    runs = [tiny_run(tmp_path, seed=seed, train=TINY) for seed in (0, 1)]
-    kept = [_kept(tmp_path, r) for r in runs]
-    tested = []
-    score = averaging.evaluate
-
-    def recorded(model, *args):
-        tested.append(selection.trainable_state(model))
-        return score(model, *args)
-
-    monkeypatch.setattr(averaging, "evaluate", recorded)
-    request = runner.Request(method="dummy", setting="mixed", seed=0, output=tmp_path,
-                             progress=False, train={**test_run.TINY, **TINY})  # fmt: skip
-    result = averaging.average_runs(request, [r.run_id for r in runs])
-    for state in tested:  # every test pair, with the mean of the two runs' weights
-        for name, value in state.items():
-            mean = (kept[0][name].double() + kept[1][name].double()) / 2
-            torch.testing.assert_close(value.double(), mean, rtol=1e-6, atol=1e-7)
-    run = MlflowClient(result.tracking_uri).get_run(result.run_id)
-    assert run.data.tags[averaging.TAG] == f"{runs[0].run_id},{runs[1].run_id}"
-    assert run.data.params["seed"] == "0+1" and report.label(run) == "dummy [run average]"
-    steps = result.metrics["budget/labelled_steps"]
-    assert steps == sum(r.metrics["budget/labelled_steps"] for r in runs)  # it cost both
-
-
 def test_compare_adds_a_run_average_row_and_reuses_it(tmp_path):
     out, path = tmp_path / "runs", tmp_path / "compare.md"
     args = ["compare", "--methods", "dummy", "--seeds", "2", "--max-steps", "4", "--run-average"]
@@ -230,6 +202,17 @@ def test_compare_adds_a_run_average_row_and_reuses_it(tmp_path):
     ]
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("demo").experiment_id
-    assert len(client.search_runs([experiment])) == 3
+    runs = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+    (average,) = [r for r in runs if averaging.TAG in r.data.tags]
+    seeds = [r for r in runs if r is not average]
+    assert average.data.tags[averaging.TAG] == ",".join(r.info.run_id for r in seeds)
+    assert average.data.params["seed"] == "0+1" and report.label(average) == "dummy [run average]"
+    steps = "budget/labelled_steps"  # it cost both runs
+    assert average.data.metrics[steps] == sum(r.data.metrics[steps] for r in seeds)
+    kept = [load_file(str(out / "checkpoints" / r.info.run_id / "all.safetensors")) for r in runs]
+    assert kept[0].keys() == kept[2].keys()
+    for name, value in kept[-1].items():  # the average's weights: the mean of the seeds'
+        mean = (kept[0][name].double() + kept[1][name].double()) / 2
+        torch.testing.assert_close(value.double(), mean, rtol=1e-6, atol=1e-7)
     assert main(args) == 0  # with --reuse, nothing runs again
     assert len(client.search_runs([experiment])) == 3
