@@ -83,6 +83,35 @@ def _budget(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _launchers(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--launcher", choices=("local", "slurm"), default="local",
+        help=f"where the {what} execute: here (default) or as Slurm jobs through submitit",
+    )  # fmt: skip
+    parser.add_argument(
+        "--slurm", action="append", default=[], metavar="KEY=VALUE",
+        help="a submitit parameter of the Slurm jobs: partition=gpu, gpus_per_node=1, "
+        "cpus_per_task=8, mem_gb=32, timeout_min=600, account=..., qos=... (repeatable)",
+    )  # fmt: skip
+
+
+def _launch_options(args: argparse.Namespace, storage: str | None = None) -> dict:
+    """The launcher flags, checked before anything runs: no --slurm without the Slurm launcher,
+    its keys known, its commands on the PATH, and stores every job can reach."""
+    from bench import launch
+
+    if args.launcher != "slurm":
+        if args.slurm:
+            raise BenchError("--slurm sets the Slurm jobs' parameters: add --launcher slurm")
+        return {}
+    options = launch.slurm_options(args.slurm)
+    from bench.tracking import resolve_uri
+
+    launch.check_shared(resolve_uri(args.output, args.tracking_uri), storage)
+    launch.check_slurm()
+    return options
+
+
 def _selection(args: argparse.Namespace, train: dict) -> None:
     """`--selection` and `--oracle` into the train options."""
     if args.selection is not None:
@@ -126,11 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--storage",
         help="Optuna storage URL (default: sqlite:///<output>/optuna.db; "
-        "postgresql://user:password@host/db for workers on several machines)",
+        "postgresql://user:password@host/db, or journal:/shared/study.log, for workers on "
+        "several machines)",
     )
     sweep.add_argument(
-        "--workers", type=int, default=1, help="worker processes on this machine (default: 1)"
-    )
+        "--workers", type=int, default=1,
+        help="worker processes on this machine, or Slurm jobs with --launcher slurm (default: 1)",
+    )  # fmt: skip
+    _launchers(sweep, "workers")
     sweep.add_argument(
         "--space", action="append", default=[], metavar="KEY=SPEC",
         help="search KEY over float:LOW:HIGH[:log], int:LOW:HIGH[:log] or choice:A,B "
@@ -228,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the setting the studies tune on (default: mixed if in --settings, else the first)",
     )
     compare.add_argument("--output", type=Path, default=Path("bench-runs"))
+    compare.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: sqlite in --output; with --launcher "
+        "slurm, a server or database every job reaches)",
+    )  # fmt: skip
+    _launchers(compare, "grid runs")
+    compare.add_argument(
+        "--parallel", type=int, default=1, metavar="K",
+        help="local grid runs at once, each in its own process (with GPUs, each on its own)",
+    )  # fmt: skip
     compare.add_argument(
         "--run-average", action="store_true",
         help="also test, per method and setting, the average of its seeds' weights (Schmidt et "
@@ -472,6 +513,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.interrupts import stop_on_sigterm
     from bench.tracking import hide_password, ui_hint
 
+    slurm = _launch_options(args, sweep.storage_url(request, args.storage))
     spec = sweep.prepare(
         request, trials=args.trials, study=args.study, storage=args.storage,
         space=sweep.parse_space(args.space), prune=not args.no_prune,
@@ -480,7 +522,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     space = ", ".join(f"{k} {sweep.describe(v)}" for k, v in spec.space.items())
     print(f"study {spec.study} in {hide_password(spec.storage)}: {args.trials} trials over {space}")
     try:
-        sweep.run(spec, args.workers)
+        if args.launcher == "slurm":
+            sweep.run_slurm(spec, args.workers, slurm)
+        else:
+            sweep.run(spec, args.workers)
     except KeyboardInterrupt:
         sweep.interrupted(spec)
         print(f"\nstopped: run the same command to resume study {spec.study}", file=sys.stderr)
@@ -651,12 +696,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _selection(args, train)
     check_read(train, settings)  # each cell then leaves out what its setting does not read
     budgets = _budgets(args.budgets, args.max_steps)
+    _positive(parallel=args.parallel)
+    if args.parallel > 1 and args.launcher != "local":
+        raise BenchError("--parallel runs local grid runs at once; Slurm schedules its own jobs")
+    slurm = _launch_options(args)
     from bench import compare
     from bench.report import REPORTS
 
     entries = [dataclasses.replace(e, options={**method, **e.options}) for e in entries]
-    grid = {"suite": args.suite, "output": args.output, "train": train,
-            "plugins": tuple(args.plugin)}  # fmt: skip
+    output = args.output.resolve() if args.launcher == "slurm" else args.output  # jobs' cwd
+    grid = {"suite": args.suite, "output": output, "train": train,
+            "plugins": tuple(args.plugin), "tracking_uri": args.tracking_uri}  # fmt: skip
+    launching = {"launcher": args.launcher, "parallel": args.parallel, "slurm": slurm}
     tuned = {}
     if args.tune is not None:
         setting = args.tune_setting or ("mixed" if "mixed" in settings else settings[0])
@@ -671,32 +722,70 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if value is not None and (flag, value) != ("suite", "demo"):
             command += f" --{flag.replace('_', '-')} {shlex.quote(str(value))}"
     command += " --oracle" * args.oracle + " --run-average" * args.run_average
+    command += " --reuse" * args.reuse
+    if args.launcher != "local":
+        command += f" --launcher {args.launcher}"
+        command += "".join(f" --slurm {shlex.quote(item)}" for item in args.slurm)
+    if args.parallel > 1:
+        command += f" --parallel {args.parallel}"
+    if args.tracking_uri:
+        from bench.tracking import hide_password
+
+        command += f" --tracking-uri {shlex.quote(hide_password(args.tracking_uri))}"
     command += "".join(f" --set {shlex.quote(item)}" for item in args.set)
     if budgets:
         if args.run_average:
             raise BenchError("--run-average and --budgets: give one (curves plot single runs)")
         from bench import curves
 
-        found = {
-            steps: compare.run_grid(
-                entries, settings, args.seeds, reuse=args.reuse, tuned=tuned,
-                **{**grid, "train": {**train, "max_steps": steps}},
-            )
-            for steps in budgets
-        }  # fmt: skip
+        found, failures = {}, []
+        for steps in budgets:
+            found[steps], failed = _grid(
+                compare, command, entries, settings, args, tuned,
+                {**grid, "train": {**train, "max_steps": steps}}, launching,
+            )  # fmt: skip
+            failures += failed
         path = args.report or REPORTS / name / f"curves-{'-'.join(settings)}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         plots = curves.plot(found, path.with_suffix(""))
-        return _write_report(curves.render(found, suite=name, command=command, plots=plots), path)
-    cells = compare.run_grid(
-        entries, settings, args.seeds, reuse=args.reuse, tuned=tuned,
-        run_average=args.run_average, **grid,
-    )  # fmt: skip
+        _write_report(curves.render(found, suite=name, command=command, plots=plots), path)
+        return _failed(failures, command)
+    cells, failures = _grid(compare, command, entries, settings, args, tuned, grid, launching,
+                            run_average=args.run_average)  # fmt: skip
     path = args.report or REPORTS / name / f"compare-{'-'.join(settings)}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     plots = compare.plot(cells, path.with_suffix(""))
     text = compare.render(cells, suite=name, command=command, plots=plots, tuned=tuned)
-    return _write_report(text, path)
+    _write_report(text, path)
+    return _failed(failures, command)
+
+
+def _grid(compare, command, entries, settings, args, tuned, grid, launching, run_average=False):
+    """Runs the grid; on Ctrl-C, says how to continue it."""
+    try:
+        return compare.run_grid(
+            entries, settings, args.seeds, reuse=args.reuse, tuned=tuned,
+            run_average=run_average, **grid, **launching,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"\nstopped: continue the grid with\n  {_continuing(command)}", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _continuing(command: str) -> str:
+    return command if " --reuse" in command else f"{command} --reuse"
+
+
+def _failed(failures: list, command: str) -> int:
+    """Exit code 1 when runs of the grid failed, each named with its log; 0 otherwise."""
+    if not failures:
+        return 0
+    print(f"{len(failures)} grid run(s) failed; the report holds the others:", file=sys.stderr)
+    for failure in failures:
+        print(f"  {failure.what}" + (f" (log: {failure.log})" if failure.log else ""),
+              file=sys.stderr)  # fmt: skip
+    print(f"after fixing them: {_continuing(command)}", file=sys.stderr)
+    return 1
 
 
 def _budgets(text: str | None, max_steps: int | None) -> list[int]:

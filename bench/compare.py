@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
+import os
 import re
 import statistics
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from bench import runner, sweep
+from bench import launch, runner, sweep
 from bench.errors import TrainingError
 from bench.report import (
     BUDGET,
@@ -37,7 +37,14 @@ from bench.report import (
 )
 from bench.request import Entry
 from bench.settings import ignored
-from bench.tracking import NOT_LEARNED, STREAM_PARAM, input_params, param_text, resolve_uri
+from bench.tracking import (
+    NOT_LEARNED,
+    STREAM_PARAM,
+    Tracker,
+    input_params,
+    param_text,
+    resolve_uri,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +86,10 @@ def _execute(request: runner.Request) -> tuple[str, dict[str, float], dict[str, 
     )
 
 
-def _average(request: runner.Request, run_ids: tuple[str, ...]) -> tuple[str, dict, dict]:
+def _average(item: tuple[runner.Request, tuple[str, ...]]) -> tuple[str, dict, dict]:
     from bench import averaging
 
+    request, run_ids = item
     result = averaging.average_runs(request, list(run_ids))
     return (
         result.run_id,
@@ -99,6 +107,7 @@ def _request(entry: Entry, setting: str, seed: int, grid: dict) -> runner.Reques
     return runner.Request(
         method=entry.method, setting=setting, suite=grid["suite"], seed=seed,
         output=grid["output"], method_options=entry.options,
+        tracking_uri=grid.get("tracking_uri"),
         train={k: v for k, v in grid["train"].items() if k not in ignored(grid["train"], setting)},
         progress=False, plugins=grid["plugins"],  # loaded again in each run's fresh process
     )  # fmt: skip
@@ -164,15 +173,22 @@ def run_grid(
     reuse: bool = False,
     tuned: dict[str, Tuned] | None = None,
     run_average: bool = False,
-) -> list[Cell]:
-    """The grid's cells, each with its seeds' runs; with `run_average`, each cell of two seeds
-    or more is followed by one of the run that tests the average of their weights."""
+    launcher: str = "local",
+    parallel: int = 1,
+    slurm: dict | None = None,
+    tracking_uri: str | None = None,
+) -> tuple[list[Cell], list[launch.Failure]]:
+    """The grid's cells, each with its seeds' finished runs, and the runs that failed (the rest
+    go on). Runs execute as `launcher` says (`bench.launch`): here, `parallel` at once, or as
+    Slurm jobs with `slurm`'s parameters. With `run_average`, each cell of two seeds or more is
+    followed by one of the run that tests the average of their weights."""
     tuned = tuned or {}
     requests = {}
     for entry in entries:
         study = tuned.get(entry.label)
         chosen, extra = tuned_entry(entry, study)
-        grid = {"suite": suite, "output": output, "train": {**train, **extra}, "plugins": plugins}
+        grid = {"suite": suite, "output": output, "train": {**train, **extra}, "plugins": plugins,
+                "tracking_uri": tracking_uri}  # fmt: skip
         tags = {"tune.study": study.study, "tune.trials": str(study.trials)} if study else {}
         for setting in settings:
             requests[(entry.label, setting)] = [
@@ -182,60 +198,143 @@ def run_grid(
     plans = {  # every name and value checked before the first run
         cell: runner.prepare(batch[0]).plan for cell, batch in requests.items()
     }
-    cells = []
     first = next(iter(requests.values()))[0]
     experiment = runner.resolve(first)[0].name
-    finished, stopped = _stored_runs(output, experiment) if reuse else ({}, {})
-    averages = _stored_averages(output, experiment) if reuse else {}
-    context = multiprocessing.get_context("spawn")
-
-    def result(request: runner.Request) -> tuple[str, dict[str, float], dict[str, str]]:
-        key = _key(request)
-        if key in finished:
-            return finished[key]
-        if key in stopped:  # continues from its checkpoint, in the same MLflow run
-            print(f"resuming run {stopped[key]} ({request.method}, {request.setting}, seed "
-                  f"{request.seed}) from its checkpoint", flush=True)  # fmt: skip
-            request = dataclasses.replace(request, resume=stopped[key])
-        return pool.apply(_execute, (request,))
-
-    with context.Pool(1, maxtasksperchild=1) as pool:
-        for (label, setting), batch in requests.items():
-            results = [result(request) for request in batch]
-            plan = plans[(label, setting)]
-            targets = [str(e.pair) for m in plan.models for e in m.eval if e.role == "target"]
-            cells.append(
-                Cell(
-                    label,
-                    setting,
-                    runs=tuple(m for _, m, _ in results),
-                    run_ids=tuple(i for i, _, _ in results),
-                    targets=tuple(dict.fromkeys(targets)),
-                    tags=tuple(t for _, _, t in results),
-                )
+    uri = resolve_uri(output, tracking_uri)
+    # the store and the experiment exist before runs start side by side: two processes that
+    # create a sqlite store at once race over its schema
+    Tracker(uri, experiment, output / "artifacts")
+    finished, stopped = _stored_runs(uri, experiment) if reuse else ({}, {})
+    averages = _stored_averages(uri, experiment) if reuse else {}
+    outcomes: dict[tuple, Any] = {}
+    pending = []
+    for cell, batch in requests.items():
+        for seed, request in enumerate(batch):
+            key = _key(request)
+            if key in finished:
+                outcomes[(cell, seed)] = finished[key]
+                continue
+            if key in stopped:  # continues from its checkpoint, in the same MLflow run
+                print(f"resuming run {stopped[key]} ({request.method}, {request.setting}, seed "
+                      f"{request.seed}) from its checkpoint", flush=True)  # fmt: skip
+                request = dataclasses.replace(request, resume=stopped[key])
+            pending.append(((cell, seed), request))
+    run = _launcher(launcher, parallel, slurm, output)
+    for (where, _), outcome in zip(pending, run(_execute, [r for _, r in pending]), strict=True):
+        outcomes[where] = outcome
+    cells = []
+    for (label, setting), batch in requests.items():
+        results = [
+            o
+            for seed in range(len(batch))
+            if not _failed_run(o := outcomes[(label, setting), seed])
+        ]
+        if not results:
+            continue
+        plan = plans[(label, setting)]
+        targets = [str(e.pair) for m in plan.models for e in m.eval if e.role == "target"]
+        cells.append(
+            Cell(
+                label,
+                setting,
+                runs=tuple(m for _, m, _ in results),
+                run_ids=tuple(i for i, _, _ in results),
+                targets=tuple(dict.fromkeys(targets)),
+                tags=tuple(t for _, _, t in results),
             )
-            if run_average and len(batch) > 1:
-                run_ids = cells[-1].run_ids
-                found = averages.get(run_ids) or pool.apply(_average, (batch[0], run_ids))
-                cells.append(
-                    Cell(
-                        f"{label} [run average]",
-                        setting,
-                        runs=(found[1],),
-                        run_ids=(found[0],),
-                        targets=cells[-1].targets,
-                        tags=(found[2],),
-                        averaged=True,
-                    )
-                )
-    return cells
+        )
+    if run_average:
+        cells = _with_averages(cells, requests, averages, run)
+    failures = [o for o in outcomes.values() if _failed_run(o)]
+    return cells, failures
 
 
-def _stored_averages(output: Path, experiment: str) -> dict[tuple[str, ...], tuple]:
+def _failed_run(outcome: Any) -> bool:
+    return isinstance(outcome, launch.Failure)
+
+
+def _launcher(name: str, parallel: int, slurm: dict | None, output: Path):
+    """`run(function, requests)`: each request's outcome (or a `launch.Failure`), in order."""
+
+    def describe(request: runner.Request) -> str:
+        return f"{request.method}, {request.setting}, seed {request.seed}"
+
+    if name == "slurm":
+        folder = output / "slurm"
+        return lambda function, items: (
+            launch.run_slurm(_SlurmRun(function), items, folder, slurm or {}, describe)
+            if items
+            else []
+        )
+    return lambda function, items: launch.run_local(function, items, parallel, describe)
+
+
+def _with_averages(cells: list[Cell], requests: dict, averages: dict, run) -> list[Cell]:
+    """Each cell of two runs or more, followed by its run average (from the store if there)."""
+    wanted = [(c, requests[(c.method, c.setting)][0]) for c in cells if len(c.run_ids) > 1]
+    todo = [(c, r) for c, r in wanted if c.run_ids not in averages]
+    done = run(_average, [(r, c.run_ids) for c, r in todo])
+    found = {**averages, **{c.run_ids: o for (c, _), o in zip(todo, done, strict=True)}}
+    extended = []
+    for c in cells:
+        extended.append(c)
+        outcome = found.get(c.run_ids)
+        if outcome is None or _failed_run(outcome):
+            continue
+        run_id, metrics, facts = outcome
+        extended.append(
+            Cell(
+                f"{c.method} [run average]",
+                c.setting,
+                runs=(metrics,),
+                run_ids=(run_id,),
+                targets=c.targets,
+                tags=(facts,),
+                averaged=True,
+            )
+        )
+    return extended
+
+
+class _SlurmRun:
+    """A grid run in a Slurm job: the MLflow run this job started before it was requeued, if
+    any, continues (`--resume`); the run is tagged with the job's id."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def __call__(self, item):
+        job = os.environ.get("SLURM_JOB_ID", "")
+        request = item[0] if isinstance(item, tuple) else item
+        earlier = _run_of_job(request, job) if job else None
+        tagged = dataclasses.replace(
+            request, tags={**request.tags, launch.JOB_TAG: job}, resume=earlier or request.resume
+        )
+        if earlier:
+            print(f"job {job}: continuing run {earlier} from its checkpoint", flush=True)
+        return self.function((tagged, *item[1:]) if isinstance(item, tuple) else tagged)
+
+
+def _run_of_job(request: runner.Request, job: str) -> str | None:
+    """The unfinished run a Slurm job started in an earlier attempt (requeued), if any."""
+    client = MlflowClient(resolve_uri(request.output, request.tracking_uri))
+    experiment = client.get_experiment_by_name(runner.resolve(request)[0].name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{launch.JOB_TAG}` = '{job}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _stored_averages(uri: str, experiment: str) -> dict[tuple[str, ...], tuple]:
     """The finished run-average runs of a suite, by the runs they averaged."""
     from bench.averaging import TAG
 
-    client = MlflowClient(resolve_uri(output, None))
+    client = MlflowClient(uri)
     found_experiment = client.get_experiment_by_name(experiment)
     if found_experiment is None:
         return {}
@@ -261,14 +360,14 @@ def _key(request: runner.Request) -> tuple:
 
 
 def _stored_runs(
-    output: Path, experiment: str
+    uri: str, experiment: str
 ) -> tuple[dict[tuple, tuple[str, dict, dict]], dict[tuple, str]]:
     """The grid runs of a suite already in the store, by params: the finished ones' (run id,
     metrics, tags), and the id of the latest interrupted one (KILLED: Ctrl-C, SIGTERM, a
     preempted job), which `--reuse` resumes from its checkpoint rather than starting over. The
     labelled stream's digest, a result, is not a param the grid asks for. Tuning runs
     (`SWEEP_TAG`) are not grid runs, as `report` does not count them either."""
-    client = MlflowClient(resolve_uri(output, None))
+    client = MlflowClient(uri)
     found_experiment = client.get_experiment_by_name(experiment)
     if found_experiment is None:
         return {}, {}

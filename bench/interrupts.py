@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM: both stop a run or a sweep the same way, never in the middle of a step.
+"""Ctrl-C and SIGTERM (and SIGUSR2, a Slurm job's warning): they stop a run or a sweep the same
+way, never in the middle of a step.
 
 `stop_on_sigterm` makes SIGTERM (`kill`, a batch system's stop) raise KeyboardInterrupt as Ctrl-C
 does, so that the run is checkpointed and recorded KILLED instead of vanishing while RUNNING.
@@ -15,7 +16,9 @@ import signal
 import threading
 from collections.abc import Iterator
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGUSR2: Slurm's warning before a time limit or preemption, which submitit's handler answers by
+# requeueing the job and exiting (SystemExit, which a run takes as an interrupt)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 def stop_on_sigterm() -> None:
@@ -27,9 +30,9 @@ def stop_on_sigterm() -> None:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block ends, then act as they would have (handlers set
-    to ignore a signal still ignore it). Elsewhere than in the main thread, a no-op: signals are
-    only delivered there."""
+    """SIGINT, SIGTERM and SIGUSR2 wait until the block ends, then act as they would have
+    (handlers set to ignore a signal still ignore it). Elsewhere than in the main thread, a
+    no-op: signals are only delivered there."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

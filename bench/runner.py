@@ -403,7 +403,7 @@ def execute(prepared: Prepared) -> RunResult | None:
         tracker.end("KILLED")
         resume_checkpoints(request.output, tracker.run_id).clear()
         raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         if tracker.run_id:
             tracker.tags({"stopped": f"interrupted; --resume {tracker.run_id} continues it"})
             tracker.end("KILLED")
@@ -1193,7 +1193,7 @@ def _fit(
                 select(counted(step))
                 loop.selected = True
                 save()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: a job scheduler's handler (submitit)
         save()  # where the last whole step left it
         raise
     finally:

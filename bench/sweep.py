@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -37,11 +38,12 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from bench import interrupts, runner
+from bench import interrupts, launch, runner
 from bench.config import TrainConfig
 from bench.errors import BenchError, Stopped, TrainingError
 from bench.tracking import Tracker, first_line, hide_password, param_text, resolve_uri
 
+JOURNAL = "journal:"  # --storage journal:PATH, Optuna's journal file
 HEARTBEAT_S = 20  # a worker writes its running trial's heartbeat this often
 GRACE_S = 60  # a running trial without a heartbeat for this long belongs to a dead worker
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -161,9 +163,22 @@ def at_edge(space: dict[str, BaseDistribution], values: dict[str, Any]) -> list[
     return found
 
 
-def open_storage(url: str, tracking_uri: str) -> optuna.storages.RDBStorage:
+def storage_url(request: runner.Request, storage: str | None) -> str:
+    """The study's storage: `--storage`, else a sqlite file in the output folder."""
+    return storage or f"sqlite:///{(request.output / 'optuna.db').resolve()}"
+
+
+def open_storage(url: str, tracking_uri: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, whose trials of a dead worker are retried and their MLflow
-    runs in `tracking_uri` ended; `postgresql://` uses psycopg (3), the installed driver."""
+    runs in `tracking_uri` ended; `postgresql://` uses psycopg (3), the installed driver.
+    `journal:PATH`: Optuna's journal file (a shared filesystem, no database), without
+    heartbeats: a dead worker's trial stays RUNNING."""
+    if url.startswith(JOURNAL):
+        path = Path(url.removeprefix(JOURNAL))
+        if not path.parent.is_dir():
+            raise BenchError(f"Optuna storage {url}: folder {path.parent} does not exist")
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -223,7 +238,7 @@ def prepare(
     prepared = runner.prepare(request)  # names, options, data, backbone, output: all checked
     space = search_space(request, space)
     name = study or f"{prepared.suite.name}-{request.method}-{prepared.plan.setting}"
-    url = storage or f"sqlite:///{(request.output / 'optuna.db').resolve()}"
+    url = storage_url(request, storage)
     config = json.dumps(
         {
             "params": {
@@ -309,6 +324,25 @@ def run(sweep: Sweep, workers: int) -> None:
     failed = [f"{i} (exit {p.exitcode})" for i, p in enumerate(processes) if p.exitcode]
     if failed:
         raise TrainingError(f"sweep workers {', '.join(failed)} stopped with an error")
+
+
+def run_slurm(sweep: Sweep, workers: int, options: dict) -> None:
+    """Runs the study's workers as `workers` Slurm jobs (`bench.launch`), each a worker as on
+    one machine; a job that fails is reported with its log, the others go on."""
+    items = [(sweep, worker) for worker in range(workers)]
+    folder = sweep.request.output.resolve() / "slurm"
+    results = launch.run_slurm(_slurm_worker, items, folder, options, lambda i: f"worker {i[1]}")
+    failed = [r for r in results if isinstance(r, launch.Failure)]
+    if failed:
+        raise TrainingError(
+            "sweep jobs failed: " + "; ".join(f"{f.what} (log: {f.log})" for f in failed)
+        )
+
+
+def _slurm_worker(item: tuple[Sweep, int]) -> None:
+    sweep, worker = item
+    threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1)
+    work(sweep, worker, threads)
 
 
 def _worker_process(sweep: Sweep, worker: int, threads: int) -> None:
