@@ -338,3 +338,14 @@ def test_compare_marks_a_tuned_value_at_an_edge():
     assert next(x for x in lines if "`hyperx`" in x).endswith("`method.lr`=0.00992 † |")
     assert next(x for x in lines if "`adapter`" in x).endswith("`method.lr`=0.0003 |")
     assert f"† `hyperx`: {edge}; the best may lie beyond it." in "\n".join(lines)
+
+
+@pytest.mark.slow
+def test_a_journal_file_holds_a_study_without_a_database(tmp_path):
+    """`--storage journal:PATH`: Optuna's journal file, for a shared filesystem."""
+    output, journal = tmp_path / "runs", tmp_path / "study.log"
+    done = subprocess.run(_command(output, "--trials", "2", "--storage", f"journal:{journal}"),
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = _study(output, storage=f"journal:{journal}")
+    assert sum(t.state in DONE for t in found.trials) == 2 and journal.stat().st_size > 0
