@@ -122,11 +122,13 @@ def tune(
     output: Path,
     train: dict,
     plugins: tuple[Path, ...] = (),
+    tracking_uri: str | None = None,
 ) -> dict[str, Tuned]:
     """Equal tuning: for every entry, a `trials`-trial Optuna study (`bench.sweep`) over the
     method's own search space, at seed 0 (the sampler's seed too), on `setting` with the grid's
     budget, scored on the source dev pairs alone. A study that exists already continues."""
-    grid = {"suite": suite, "output": output, "train": train, "plugins": plugins}
+    grid = {"suite": suite, "output": output, "train": train, "plugins": plugins,
+            "tracking_uri": tracking_uri}  # fmt: skip
     tuned = {}
     for entry in entries:
         request = _request(entry, setting, 0, grid)
