@@ -48,6 +48,16 @@ class PairData:
     def columns(self) -> dict[str, list]:
         return self.encoded.to_dict()  # python lists: batching from them beats Arrow row access
 
+    @functools.cached_property
+    def row_columns(self) -> dict[str, list]:
+        """The examples as read (words, tags, sentences), column by column."""
+        return self.rows.to_dict()  # at once: a Dataset read row by row formats each row
+
+    @functools.cached_property
+    def row_list(self) -> list[dict]:
+        """The examples as read, one dict each."""
+        return self.rows.to_list()
+
     @property
     def tokens(self) -> int:
         return sum(len(ids) for ids in self.columns["input_ids"])
@@ -65,7 +75,7 @@ class PairData:
     @property
     def words(self) -> int:
         """Words of a token task's split (0 for other tasks)."""
-        return sum(map(len, self.rows["tokens"])) if self.kind is Kind.TOKEN else 0
+        return sum(map(len, self.row_columns["tokens"])) if self.kind is Kind.TOKEN else 0
 
     @property
     def cut(self) -> int:
@@ -141,11 +151,11 @@ def load_pair(
     else:
         encoded = datasets.Dataset.from_dict(encode(task, rows, tokenizer, max_length, windows))
         if path is not None:
-            _write_cache(encoded, path)
+            write_cache(encoded, path)
     return PairData(Pair(task.name, language), task.kind, rows, encoded, digest, cached)
 
 
-def _write_cache(encoded: datasets.Dataset, path: Path) -> None:
+def write_cache(encoded: datasets.Dataset, path: Path) -> None:
     """Writes a cache entry under a temporary name of its own, then renames it into place: a
     crash mid-write never leaves an entry that looks complete, and of two processes encoding the
     same split at once (sweep workers, grids on one output), the first to finish keeps its entry

@@ -55,7 +55,7 @@ def predict(
     columns = data.columns
     predictions: list
     if task.kind is Kind.TOKEN:
-        predictions = [[None] * len(tokens) for tokens in data.rows["tokens"]]
+        predictions = [[None] * len(tokens) for tokens in data.row_columns["tokens"]]
     else:
         predictions = [None] * len(data)
     # Batches of similar lengths waste little on padding; predictions go back to their order.
@@ -91,9 +91,9 @@ def evaluate(
 ) -> PairResult:
     predictions = predict(model, task, data, collator, train.eval_batch_size, train.precision)
     column = "tags" if task.kind is Kind.TOKEN else "label"
-    gold = data.rows.to_dict()[column]
+    gold = list(data.row_columns[column])
     score = METRICS[task.family.metric](gold, scored(predictions, task.labels))
-    refs = references.scores(list(data.rows)) if references is not None else {}
+    refs = references.scores(data.row_list) if references is not None else {}
     return PairResult(
         task.name, pair.pair.language, pair.split, pair.role, model_name,
         task.family.metric, score, refs, predictions, gold,

@@ -110,7 +110,9 @@ def measure(suite: str, method: str, *, steps: int, repeats: int, output: Path) 
         counts = same.setdefault(kind, [0, 0])
         counts[0] += sum(a == b for a, b in zip(flat32, flat16, strict=True))
         counts[1] += len(flat32)
-        gold = prepared.data[data_key(e)].rows["tags" if task.kind is Kind.TOKEN else "label"]
+        gold = prepared.data[data_key(e)].row_columns[
+            "tags" if task.kind is Kind.TOKEN else "label"
+        ]
         metric = METRICS[task.family.metric]
         scores = [metric(gold, scored(p, task.labels)) for p in (fp32, bf16)]
         gap = max(gap, abs(scores[0] - scores[1]))

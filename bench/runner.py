@@ -135,7 +135,7 @@ def prepare(request: Request) -> Prepared:
                 row
                 for t in model.train
                 if t.pair.task == task and t.pair not in targets
-                for row in data[data_key(t)].rows
+                for row in data[data_key(t)].row_list
             ]
             references[(model.name, task)] = References(suite.task(task), rows)
     return Prepared(

@@ -6,7 +6,9 @@ machinery works and how methods compare on a controlled problem, not how they do
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 
 WORLD_SEED = 0  # the demo data is fixed; a run's --seed varies training, not the benchmark
 MLM_SENTENCES = 20000  # unlabelled sentences per language; train.mlm_cap takes a prefix
+# generated splits, kept across processes; their names hold the generator's code hash
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xlt-bench" / "demo"
 _CODE_HASH = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:16]
 
 
@@ -28,6 +32,7 @@ class WorldSource:
     def __init__(self, task: str, seed: int = WORLD_SEED) -> None:
         self.task = task
         self.world = synthetic.world(seed)
+        self._loaded: dict[tuple[str, str], datasets.Dataset] = {}
 
     def labels(self) -> tuple[str, ...]:
         return {
@@ -43,6 +48,28 @@ class WorldSource:
         return ("train",) if self.task == "mlm" else synthetic.SPLITS
 
     def load(self, language: str, split: str) -> datasets.Dataset:
+        # a run loads a split several times (leakage checks, screening, batches): the world is
+        # fixed, and a Dataset is not changed in place, so one copy serves them all
+        if (language, split) not in self._loaded:
+            self._loaded[language, split] = self._load(language, split)
+        return self._loaded[language, split]
+
+    def _load(self, language: str, split: str) -> datasets.Dataset:
+        """From the user's cache when an earlier process generated the split (generating the
+        world's splits costs seconds of CPU in every run); generated and cached otherwise."""
+        import datasets
+
+        from bench.data import write_cache
+
+        path = CACHE / self.fingerprint(language, split)
+        if path.is_dir():
+            return datasets.load_from_disk(str(path))
+        data = self._generate(language, split)
+        with contextlib.suppress(OSError):  # a read-only home: generated again next time
+            write_cache(data, path)
+        return data
+
+    def _generate(self, language: str, split: str) -> datasets.Dataset:
         import datasets
 
         if self.task == "mlm":

@@ -4,12 +4,29 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# pytest-xdist runs one worker per core: one thread each (and in the runs they start), or the
+# workers' thread pools fight over the same cores
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 import pytest
+import torch
 
 from bench import plugins
 
 plugins.load_builtins()
+if "PYTEST_XDIST_WORKER" in os.environ:
+    torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Under `--dist loadgroup`, a module's tests run on one worker, so that its module-scoped
+    fixtures are built once; a test marked `xdist_group` joins that group instead (the tests that
+    share one PostgreSQL database, or the Slurm node's CPUs)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ SLURM = (
 needs_slurm = pytest.mark.skipif(
     not SLURM, reason="no Slurm cluster answers here (.ci/run starts a one-node one)"
 )
+# one worker at a time on the cluster and the PostgreSQL databases (with test_sweep's study test)
+pytestmark = pytest.mark.xdist_group("postgres")
 TINY = ["--set", "train.eval_every=20", "--set", "train.eval_cap=50"]
 
 
