@@ -71,27 +71,37 @@ def digest(text: str) -> bytes:
     return hashlib.blake2b(normalise(text).encode(), digest_size=12).digest()
 
 
-_CACHE: dict[tuple, tuple[frozenset, ...]] = {}  # (task, language, split, fingerprint) -> digests
+class _Digests:
+    """Per example of a split, the digests of its sentences (NLI: premise and hypothesis),
+    computed when first asked for: a run reads a prefix of a language's MLM text."""
+
+    def __init__(self, suite: Suite, task: str, language: str, split: str) -> None:
+        data = suite.task(task).load(language, split)
+        columns = TEXT_COLUMNS[suite.task(task).kind]
+        # whole columns at once: a Dataset read row by row formats each row (ten times slower)
+        table = data.select_columns(list(columns)).to_dict()
+        self._rows = list(zip(*(table[c] for c in columns), strict=True))
+        self._done: dict[int, frozenset] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int) -> frozenset:
+        if i not in self._done:
+            self._done[i] = frozenset(
+                digest(" ".join(v) if isinstance(v, list) else v) for v in self._rows[i] if v
+            )
+        return self._done[i]
 
 
-def _digests(suite: Suite, task: str, language: str, split: str) -> tuple[frozenset, ...]:
-    """Per example of the split: the digests of its sentences (NLI: premise and hypothesis)."""
+_CACHE: dict[tuple, _Digests] = {}  # (task, language, split, fingerprint) -> digests
+
+
+def _digests(suite: Suite, task: str, language: str, split: str) -> _Digests:
     key = (task, language, split, suite.task(task).source.fingerprint(language, split))
     if key not in _CACHE:
-        _CACHE[key] = _read_digests(suite, task, language, split)
+        _CACHE[key] = _Digests(suite, task, language, split)
     return _CACHE[key]
-
-
-def _read_digests(suite: Suite, task: str, language: str, split: str) -> tuple[frozenset, ...]:
-    data = suite.task(task).load(language, split)
-    columns = TEXT_COLUMNS[suite.task(task).kind]
-    # whole columns at once: a Dataset read row by row formats each row (ten times slower)
-    table = data.select_columns(list(columns)).to_dict()
-    rows = zip(*(table[c] for c in columns), strict=True)
-    return tuple(
-        frozenset(digest(" ".join(v) if isinstance(v, list) else v) for v in row if v)
-        for row in rows
-    )
 
 
 def source_name(suite: Suite, item: TrainPair | EvalPair) -> str:
@@ -189,9 +199,19 @@ def deduplicate(plan: Plan, suite: Suite) -> Plan:
 
 
 def _without(suite: Suite, t: TrainPair, sentences: set) -> TrainPair:
+    """Reads the pair's examples in order until its `cap` of them are kept: those past it are
+    never trained on (`bench.leakage.trained`), so they need no screening."""
     rows = _digests(suite, t.pair.task, t.pair.language, t.split)
-    candidates = range(len(rows)) if t.indices is None else t.indices
-    drop = {i for i in candidates if rows[i] & sentences}
+    skip, drop, kept = set(t.exclude), set(), 0
+    for i in range(len(rows)) if t.indices is None else t.indices:
+        if t.cap is not None and kept == t.cap:
+            break
+        if i in skip:
+            continue
+        if rows[i] & sentences:
+            drop.add(i)
+        else:
+            kept += 1
     return dataclasses.replace(t, exclude=tuple(sorted({*t.exclude, *drop})))
 
 
