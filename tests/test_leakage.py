@@ -5,8 +5,7 @@ import dataclasses
 
 import pytest
 from shared_data import SHARED, needs_shared
-from test_formats import conllu
-from test_suitefile import ROOT, ner
+from test_suitefile import ROOT, two_language_files, two_language_suite
 
 from bench.cli import main
 from bench.errors import BenchError
@@ -258,29 +257,9 @@ def leaky_suite(tmp_path):
     """A suite file over files written here whose one setting the test fills in: POS in
     English (train, dev, test) and German (dev and test: a target), NER in German."""
     data = tmp_path / "data"
-    data.mkdir()
-    for split in ("train", "dev", "test"):
-        (data / f"en-{split}.conllu").write_text(conllu(split, 5))  # 10 sentences
-        (data / f"de-{split}.txt").write_text(ner(split))
-    (data / "de.txt").write_text("Ein Satz.\nNoch einer.\n")
-    text = f"""
-backbone = "demo"
-[tasks.pos.files.en]
-train = "{data}/en-train.conllu"
-dev = "{data}/en-dev.conllu"
-test = "{data}/en-test.conllu"
-[tasks.pos.files.de]
-dev = "{data}/en-dev.conllu"
-test = "{data}/en-test.conllu"
-[tasks.ner]
-labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-[tasks.ner.files.de]
-train = "{data}/de-train.txt"
-dev = "{data}/de-dev.txt"
-test = "{data}/de-test.txt"
-[tasks.mlm.files]
-de = {{ train = "{data}/de.txt" }}
-"""
+    two_language_files(data, en_count=5)  # 10 sentences a split
+    german_pos = {"dev": "en-dev.conllu", "test": "en-test.conllu"}
+    text = two_language_suite(data, german_pos, backbone="demo")
     path = tmp_path / "leaky.toml"
 
     def write(train: list[str], select: list[str], setting: str = "mixed"):

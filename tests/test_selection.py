@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 from test_formats import conllu
 from test_run import tiny_run
-from test_suitefile import ROOT, ner
+from test_suitefile import two_language_files, two_language_suite
 
 from bench import averaging, report, runner, selection
 from bench.cli import main
@@ -40,37 +40,20 @@ def content_suite(tmp_path):
     `content_suite(old, new)` edits it (`{data}`: the files' folder); `shared_line` makes one
     English test sentence a training one; `select` replaces the selection pairs."""
     data = tmp_path / "data"
-    data.mkdir()
-    for split in ("train", "dev", "test"):
-        (data / f"en-{split}.conllu").write_text(conllu(f"en{split}", 5))  # 10 sentences
-        (data / f"de-{split}.txt").write_text(ner(split))
+    two_language_files(data, "en", en_count=5)  # 10 sentences a split
     for split in ("dev", "test"):
         (data / f"de-pos-{split}.conllu").write_text(conllu(f"de{split}", 5))
-    (data / "de.txt").write_text("Ein Satz.\nNoch einer.\n")
     (data / "de-test-text.txt").write_text(
         "".join(f"Ada Lovelace in London-test{i}\n" for i in range(6))
     )
-    template = """
-backbone = "{root}"
-[tasks.pos.files.en]
-train = "{data}/en-train.conllu"
-dev = "{data}/en-dev.conllu"
-test = "{data}/en-test.conllu"
-[tasks.pos.files.de]
-dev = "{data}/de-pos-dev.conllu"
-test = "{data}/de-pos-test.conllu"
-[tasks.ner]
-labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-[tasks.ner.files.de]
-train = "{data}/de-train.txt"
-dev = "{data}/de-dev.txt"
-test = "{data}/de-test.txt"
-[tasks.mlm.files]
-de = { train = "{data}/de.txt" }
-[settings.mixed]
+    german_pos = {"dev": "de-pos-dev.conllu", "test": "de-pos-test.conllu"}
+    template = (
+        two_language_suite("{data}", german_pos)
+        + """[settings.mixed]
 train = ["pos/en", "ner/de"]
 select = SELECT
-""".replace("{root}", str(ROOT / "backbones" / "demo"))
+"""
+    )
 
     def write(old="", new="", shared_line=False, select='["pos/en", "ner/de"]'):
         if shared_line:

@@ -15,7 +15,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from test_formats import conllu
-from test_suitefile import ROOT, ner
+from test_suitefile import two_language_files, two_language_suite
 
 from bench import sweep, ui
 from bench.cli import main
@@ -38,31 +38,18 @@ def cluster_suite(tmp_path):
     """A suite file of its own name (so, its own MLflow experiment in a shared store) over small
     files of distinct sentences: POS in English and German, NER in German."""
     data = tmp_path / "data"
-    data.mkdir()
-    for split in ("train", "dev", "test"):
-        (data / f"en-{split}.conllu").write_text(conllu(f"en{split}", 20))
-        (data / f"de-{split}.txt").write_text(ner(split, 40))
+    two_language_files(data, "en", en_count=20, de_count=40)
     (data / "de-test.conllu").write_text(conllu("detest", 20))
     path = tmp_path / f"cluster-{uuid.uuid4().hex[:8]}.toml"
-    path.write_text(f"""
-backbone = "{ROOT / "backbones" / "demo"}"
-[tasks.pos.files.en]
-train = "{data}/en-train.conllu"
-dev = "{data}/en-dev.conllu"
-test = "{data}/en-test.conllu"
-[tasks.pos.files.de]
-test = "{data}/de-test.conllu"
-[tasks.ner]
-labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-[tasks.ner.files.de]
-train = "{data}/de-train.txt"
-dev = "{data}/de-dev.txt"
-test = "{data}/de-test.txt"
+    path.write_text(
+        two_language_suite(data, {"test": "de-test.conllu"}, text=False)
+        + """
 [settings.mixed]
 train = ["pos/en", "ner/de"]
 [settings.multi-task]
 train = ["pos/en"]
-""")
+"""
+    )
     return path
 
 

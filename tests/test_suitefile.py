@@ -30,41 +30,51 @@ def ner(tag: str, count: int = 6) -> str:
     )
 
 
+def two_language_files(data: Path, en: str = "", en_count: int = 3, de_count: int = 6) -> None:
+    """English POS and German NER, train, dev and test, each split its own sentences (`en`
+    tags the English ones), and German MLM text."""
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        (data / f"en-{split}.conllu").write_text(conllu(f"{en}{split}", en_count))
+        (data / f"de-{split}.txt").write_text(ner(split, de_count))
+    (data / "de.txt").write_text("Ein Satz.\nNoch einer.\n")
+
+
+def two_language_suite(
+    data, german_pos: dict[str, str], backbone=ROOT / "backbones" / "demo", text: bool = True
+) -> str:
+    """The TOML of a suite over `two_language_files` in `data` (a folder, or a placeholder for
+    it), German POS read from `german_pos` (split -> file in it); `text`: German MLM text."""
+    lines = [f'backbone = "{backbone}"', "[tasks.pos.files.en]"]
+    lines += [f'{split} = "{data}/en-{split}.conllu"' for split in ("train", "dev", "test")]
+    lines += ["[tasks.pos.files.de]"]
+    lines += [f'{split} = "{data}/{name}"' for split, name in german_pos.items()]
+    lines += ["[tasks.ner]", 'labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]']
+    lines += ["[tasks.ner.files.de]"]
+    lines += [f'{split} = "{data}/de-{split}.txt"' for split in ("train", "dev", "test")]
+    if text:
+        lines += ["[tasks.mlm.files]", f'de = {{ train = "{data}/de.txt" }}']
+    return "\n".join(lines) + "\n"
+
+
 @pytest.fixture()
 def suite_file(tmp_path, monkeypatch):
     """A two-language suite over files written here; `${DATA}` names their folder."""
-    data = tmp_path / "data"
-    data.mkdir()
-    for split in ("train", "dev", "test"):
-        (data / f"en-{split}.conllu").write_text(conllu(split, 3))
-        (data / f"de-{split}.txt").write_text(ner(split))
-    (data / "de.txt").write_text("Ein Satz.\nNoch einer.\n")
-    monkeypatch.setenv("DATA", str(data))
+    two_language_files(tmp_path / "data")
+    monkeypatch.setenv("DATA", str(tmp_path / "data"))
     path = tmp_path / "mine.toml"
-    path.write_text(f'''
-backbone = "{ROOT / "backbones" / "demo"}"
+    path.write_text(
+        two_language_suite("${DATA}", {"test": "en-test.conllu"})
+        + """
 [train]
 max_steps = 5
-[tasks.pos.files.en]
-train = "${{DATA}}/en-train.conllu"
-dev = "${{DATA}}/en-dev.conllu"
-test = "${{DATA}}/en-test.conllu"
-[tasks.pos.files.de]
-test = "${{DATA}}/en-test.conllu"
-[tasks.ner]
-labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-[tasks.ner.files.de]
-train = "${{DATA}}/de-train.txt"
-dev = "${{DATA}}/de-dev.txt"
-test = "${{DATA}}/de-test.txt"
-[tasks.mlm.files]
-de = {{ train = "${{DATA}}/de.txt" }}
 [settings.mixed]
 train = ["pos/en", "ner/de@train[:4]"]
 [settings.single-task.models]
 pos = ["pos/eng"]
 ner = ["ner/deu"]
-''')
+"""
+    )
     return path
 
 
