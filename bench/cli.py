@@ -186,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--method", help="with --options: only this method's options")
     _plugin(listing)
 
+    languages = commands.add_parser(
+        "languages", help="languages: their names, typological vectors and data in a suite"
+    )
+    languages.add_argument("codes", nargs="+", metavar="CODE", help="ISO 639-1 or 639-3 codes")
+    languages.add_argument(
+        "--suite", default="demo", help="the suite whose data is listed (default: demo)"
+    )
+
     backbone = commands.add_parser("backbone", help="build or check the demo backbone")
     actions = backbone.add_subparsers(dest="action", required=True, parser_class=_Parser)
     build = actions.add_parser("build", help="pretrain the demo backbone (minutes; done once)")
@@ -209,8 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         "params", help="trainable and total parameters of a method on a backbone's shape"
     )
     params.add_argument(
-        "--method", required=True, help="method name (see `list`), or several, comma-separated"
-    )
+        "--method", required=True,
+        help="method name (see `list`), or several, comma-separated; METHOD:KEY=VALUE sets its "
+        "options (hyperx:language_source=typology)",
+    )  # fmt: skip
     params.add_argument(
         "--backbone-shape", default="mbert-base",
         help="mbert-base (default), demo, or a model folder (only its config.json is read)",
@@ -641,25 +651,23 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from bench import plugins
-    from bench.method import METHODS
+    from bench.request import parse_methods
 
-    plugins.load_builtins()
-    plugins.load_files(args.plugin)
-    methods = [METHODS.get(m).name for m in args.method.split(",") if m]
+    methods = parse_methods(args.method, tuple(args.plugin))
     languages = _counts(args.languages, "--languages")
     from bench import params
     from bench.report import REPORTS
 
     shape, tasks = args.backbone_shape, args.tasks
     if len(methods) == 1 and len(languages) == 1:
-        (method,), (count,) = methods, languages
-        groups = params.count(method, shape, count, tasks)
-        print(params.render(groups, method=method, shape=shape, languages=count, tasks=tasks))
+        (entry,), (count,) = methods, languages
+        groups = params.count(entry.method, shape, count, tasks, entry.options)
+        text = params.render(groups, method=entry.label, shape=shape, languages=count, tasks=tasks)
+        print(text)
         return 0
     trained = params.growth(methods, shape, languages, tasks)
     command = (
-        f"python -m bench params --method {','.join(methods)} --backbone-shape {shape} "
+        f"python -m bench params --method {args.method} --backbone-shape {shape} "
         f"--languages {','.join(map(str, languages))} --tasks {tasks}"
     )
     text = params.render_growth(
@@ -969,11 +977,20 @@ def _positive(**flags: int) -> None:
             raise BenchError(f"--{name} {value} is invalid: must be >= 1")
 
 
+def cmd_languages(args: argparse.Namespace) -> int:
+    from bench import plugins, suites, typology
+
+    plugins.load_builtins()
+    print(typology.languages_table(args.codes, suites.get(args.suite)))
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "sweep": cmd_sweep,
     "plan": cmd_plan,
     "list": cmd_list,
+    "languages": cmd_languages,
     "backbone": cmd_backbone,
     "transfer": cmd_transfer,
     "params": cmd_params,

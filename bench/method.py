@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +40,8 @@ class Backbone:
     # weights the checkpoint lacked, by name in `model`: an MLM head an encoder was published
     # without (e5) starts random and must train wherever MLM is used
     untrained: frozenset[str] = frozenset()
+    # language -> its typological vector (`bench.typology.vector` for the run's suite)
+    typology: Callable[[str], Sequence[float]] | None = None
 
     @property
     def hidden_size(self) -> int:

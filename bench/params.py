@@ -21,8 +21,10 @@ from transformers import (
 )
 
 from bench import backbone as demo_backbone
+from bench import typology
 from bench.errors import BenchError
 from bench.method import METHODS, Backbone
+from bench.request import Entry
 from bench.runner import attention
 from bench.settings import EvalPair, ModelPlan, Pair, TrainPair
 from bench.task import TASKS, Task
@@ -98,14 +100,20 @@ def stand_in_plan(languages: int, tasks: int) -> tuple[ModelPlan, tuple[str, ...
     return plan, names
 
 
-def count(method_name: str, shape: str, languages: int, tasks: int) -> list[Group]:
-    """Trained and total parameters per part of the method's model (tied weights once)."""
+def count(
+    method_name: str, shape: str, languages: int, tasks: int, options: dict | None = None
+) -> list[Group]:
+    """Trained and total parameters per part of the method's model (tied weights once), with
+    the method's `options` (`{"language_source": "typology"}`) set."""
     method = METHODS.get(method_name)
-    config = method.Config()
+    config = method.Config().with_values(options or {})
     plan, names = stand_in_plan(languages, tasks)
     task_names = [*names, *(["mlm"] if config.mlm else [])]
     with torch.device("meta"):
-        backbone = Backbone(shape, shaped_model(shape), tokenizer=None, init="random")
+        backbone = Backbone(
+            shape, shaped_model(shape), tokenizer=None, init="random",
+            typology=lambda language: (0.0,) * typology.SIZE,  # stand-in languages: any vector
+        )  # fmt: skip
         built = method.build(backbone, plan, stand_in_tasks(task_names), config)
     groups: dict[str, list[int]] = {}
     for name, parameter in built.named_parameters():  # a shared tensor is yielded once
@@ -134,12 +142,14 @@ def _millions(n: int) -> str:
 
 
 def growth(
-    methods: list[str], shape: str, languages: list[int], tasks: int
+    methods: list[Entry], shape: str, languages: list[int], tasks: int
 ) -> dict[str, list[int]]:
-    """Method -> trained parameters at each language count (one model built per count)."""
+    """Method (its label) -> trained parameters at each language count (a model per count)."""
     return {
-        method: [sum(g.trained for g in count(method, shape, n, tasks)) for n in languages]
-        for method in methods
+        e.label: [
+            sum(g.trained for g in count(e.method, shape, n, tasks, e.options)) for n in languages
+        ]
+        for e in methods
     }
 
 

@@ -7,6 +7,7 @@ checked in `prepare`, before any MLflow run exists; `execute` then trains and ev
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -35,7 +36,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from bench import distributed, interrupts, overlap, suites
+from bench import distributed, interrupts, overlap, suites, typology
 from bench.backbone import backbone_identity, backbone_path
 from bench.checkpoint import Checkpoint, Checkpoints, restore, training_state
 from bench.config import TrainConfig
@@ -710,7 +711,7 @@ def build_model(
     )
     backbone = Backbone(
         suite.backbone, model, prepared.tokenizer, request.backbone_init, dict(stages or {}),
-        untrained,
+        untrained, functools.partial(typology.vector, suite),
     )  # fmt: skip
     names = list(model_plan.tasks) + (["mlm"] if prepared.method_config.mlm else [])
     tasks = {name: suite.task(name) for name in names}

@@ -334,6 +334,30 @@ def mixed(suite: Suite, seed: int, train: TrainConfig) -> Plan:
     )
 
 
+def zero_text(suite: Suite, seed: int, train: TrainConfig) -> Plan:
+    """`mixed` (derived, or as the suite spells it out) without MLM text for the suite's
+    `no_text` targets: languages a model meets with neither labels nor text."""
+    if not suite.no_text:
+        raise BenchError(
+            f"setting zero-text: suite {suite.name!r} names no languages without text "
+            "(`no_text` in a suite file)"
+        )
+    models = tuple(
+        dataclasses.replace(m, mlm=tuple(t for t in m.mlm if t.pair.language not in suite.no_text))
+        for m in SETTINGS.get("mixed").build(suite, seed, train).models
+    )
+    return Plan(suite.name, "zero-text", seed, models)
+
+
+SETTINGS.add(
+    "zero-text",
+    Setting(
+        "zero-text", "mixed, with no MLM text for the suite's text-less targets (no_text)",
+        zero_text,
+    ),
+)  # fmt: skip
+
+
 @_setting(
     "few-shot", "mixed plus k labelled train examples per target pair (train.shots)", ("shots",)
 )

@@ -44,7 +44,7 @@ from tasks import formats, hub
 from tasks.files import FileSource, is_url
 from tasks.hub import HubPart, HubSource
 
-KEYS = ("name", "description", "backbone", "train", "method", "tasks", "settings")
+KEYS = ("name", "description", "backbone", "train", "method", "tasks", "settings", "no_text")
 TASK_KEYS = ("labels", "label_map", "files", "hub")
 DEFAULT_LABELS = {"pos": formats.UPOS, "nli": formats.NLI_LABELS, "mlm": ()}
 _VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
@@ -92,6 +92,7 @@ def load(path: Path) -> Suite:
         train=TrainConfig().with_values(data.get("train", {})),
         method_options=dict(data.get("method", {})),
         settings=settings,
+        no_text=tuple(iso639_3(language) for language in data.get("no_text", [])),
     )
 
 
@@ -107,6 +108,7 @@ def _check_shape(data: dict, path: Path) -> None:
 
     for key in ("train", "method", "tasks", "settings"):
         need(data.get(key, {}), dict, key)
+    need(data.get("no_text", []), list, "no_text")
     for name, spec in data["tasks"].items():
         need(spec, dict, f"tasks.{name}")
         need(spec.get("labels", []), list, f"tasks.{name}.labels")

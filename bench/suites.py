@@ -48,6 +48,11 @@ class Suite:
     # setting name -> its pairs, for suites that spell settings out (files); empty: settings
     # derive from main_source, extra_sources and targets
     settings: Mapping[str, SettingPairs] = dataclasses.field(default_factory=dict)
+    # a language's typological vector in URIEL's layout (`bench.typology`), for suites whose
+    # languages URIEL lacks; None: URIEL's
+    typology: Callable[[str], tuple[float, ...]] | None = None
+    # targets the `zero-text` setting gives no MLM text: languages with no text at all
+    no_text: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in self.sources:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -78,13 +79,34 @@ class HyperNetwork(nn.Module):
         layers: int,
         hidden_size: int,
         config: HyperXConfig,
+        typology: torch.Tensor | None = None,
+        untrained: Sequence[str] = (),
     ) -> None:
+        """`typology`: the languages' typological vectors (a row each), which
+        `config.language_source` typology or both needs; `untrained`: languages whose learned
+        embedding never trains (under both, typology alone serves them)."""
         super().__init__()
         self.task_index = {name: i for i, name in enumerate(tasks)}
         self.language_index = {name: i for i, name in enumerate(languages)}
         e, b, h = config.embedding_dim, config.bottleneck, hidden_size
+        self.source, self.language_dropout = config.language_source, config.language_dropout
         self.task_embedding = nn.Embedding(len(tasks), e)
-        self.language_embedding = nn.Embedding(len(languages), e)
+        self.language_embedding = (
+            nn.Embedding(len(languages), e) if self.source != "typology" else None
+        )
+        if self.source != "learned":
+            if typology is None:
+                raise ValueError(f"language_source={self.source} needs the languages' typology")
+            # not in the state dict: the vectors come from the suite, not from training
+            self.register_buffer("typology", typology.float(), persistent=False)
+            self.typology_projector = nn.Sequential(
+                nn.Linear(typology.shape[1], e), nn.ReLU(), nn.Linear(e, e)
+            )
+        self.register_buffer(
+            "learned_mask",
+            torch.tensor([float(language not in untrained) for language in languages]),
+            persistent=False,
+        )
         self.layer_embedding = nn.Embedding(layers, e)
         self.projector = nn.Sequential(
             nn.Linear(3 * e, 3 * e), nn.ReLU(), nn.Linear(3 * e, config.source_dim)
@@ -107,7 +129,8 @@ class HyperNetwork(nn.Module):
 
     def reset_parameters(self, projector_init: str = "pytorch") -> None:
         for table in (self.task_embedding, self.language_embedding, self.layer_embedding):
-            nn.init.normal_(table.weight, 0.0, 1.0)
+            if table is not None:
+                nn.init.normal_(table.weight, 0.0, 1.0)
         linears = [m for m in self.projector if isinstance(m, nn.Linear)]
         for linear in linears:
             if projector_init == "reference":
@@ -119,11 +142,23 @@ class HyperNetwork(nn.Module):
             nn.init.normal_(generator.weight, 0.0, 0.01)
             nn.init.zeros_(generator.bias)
 
+    def language(self, index: int) -> torch.Tensor:
+        """The language's embedding, as `language_source` makes it."""
+        if self.source == "learned":
+            return self.language_embedding.weight[index]
+        typological = self.typology_projector(self.typology[index])
+        if self.source == "typology":
+            return typological
+        # both: the learned part, dropped as a whole (and the rest scaled) in training; a
+        # language whose learned embedding never trained gets typology's alone
+        keep = F.dropout(self.learned_mask[index : index + 1], self.language_dropout, self.training)
+        return typological + keep * self.language_embedding.weight[index]
+
     def forward(self, pair: Pair) -> dict[str, torch.Tensor]:
         layers = self.layer_embedding.weight
         n = layers.shape[0]
         task = self.task_embedding.weight[self.task_index[pair.task]]
-        language = self.language_embedding.weight[self.language_index[pair.language]]
+        language = self.language(self.language_index[pair.language])
         source = torch.cat([task.expand(n, -1), language.expand(n, -1), layers], dim=-1)
         projected = self.projector(source)
         return {
@@ -154,10 +189,17 @@ class HyperXModel(EncoderWithHeads):
         super().__init__(backbone, tasks, config)
         dropouts = output_dropouts(self.encoder)
         languages = sorted({p.language for p in _pairs(plan, config)})
+        self.untrained = untrained_languages(plan, config)  # learned embeddings never trained
+        typology = None
+        if config.language_source != "learned":
+            if backbone.typology is None:
+                raise ValueError("language_source typology needs Backbone.typology")
+            typology = torch.tensor([list(backbone.typology(lang)) for lang in languages])
         self.hypernetwork = HyperNetwork(
-            list(tasks), languages, len(dropouts), backbone.hidden_size, config
-        )
-        self.untrained = untrained_languages(plan, config)  # evaluated only if the user opts in
+            list(tasks), languages, len(dropouts), backbone.hidden_size, config, typology,
+            self.untrained,
+        )  # fmt: skip
+        self.language_source = config.language_source
         self._weights: dict[str, torch.Tensor] | None = None
         self._cached: tuple[Pair, dict[str, torch.Tensor]] | None = None
         for index, dropout in enumerate(dropouts):
@@ -174,8 +216,15 @@ class HyperXModel(EncoderWithHeads):
 
         return hook
 
+    def part(self, name: str) -> str:
+        if name.startswith("hypernetwork.typology_projector."):
+            return "typology projector"
+        return super().part(name)
+
     def language_notes(self) -> dict[str, str]:
         why = "untrained language embedding (no labels, no MLM text)"
+        if self.language_source != "learned":
+            why = "language embedding from typology alone (no labels, no MLM text)"
         return {language: why for language in self.untrained}
 
     def generate(self, pair: Pair) -> dict[str, torch.Tensor]:

@@ -16,6 +16,11 @@ Each batch holds one (task, language) pair, so weights are generated once per ba
 layers at once; at evaluation `prepare_eval` generates them once per pair. A pair never trained
 on is served by composing its task and language embeddings; a language with neither labelled
 data nor MLM text would get an untrained embedding and is refused unless the user opts in.
+
+`method.language_source` replaces (`typology`) or complements (`both`) the learned language
+embedding with the language's typological vector (URIEL, `bench.typology`) through an MLP
+(Linear, ReLU, Linear), as UDapter (Üstün et al. 2020) conditions on typology: a language with
+no text at all then gets an embedding from its typology alone.
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ class HyperXConfig(MethodConfig):
     untrained_languages: bool = option(
         False, "evaluate languages with neither labels nor MLM text (untrained embedding)"
     )
+    language_source: str = option(
+        "learned",
+        "the language input: learned (an embedding per language, the paper's), typology (the "
+        "language's URIEL vector through an MLP, UDapter's; serves languages with no text) or "
+        "both (their sum, the learned part dropped with method.language_dropout in training)",
+        choices=("learned", "typology", "both"),
+    )
+    language_dropout: float = option(
+        0.2, "with language_source=both: how often training drops the learned embedding", ge=0, le=1
+    )
     projector_init: str = option(
         "pytorch",
         "source projector init: pytorch (torch.nn.Linear's default) or reference (weights "
@@ -60,8 +75,8 @@ class HyperXSmallConfig(HyperXConfig):
 
 
 def untrained_languages(plan: ModelPlan, config: HyperXConfig) -> list[str]:
-    """The evaluated languages with neither labelled data nor MLM text: their embeddings stay
-    as initialised."""
+    """The evaluated languages with neither labelled data nor MLM text: their learned embeddings
+    stay as initialised (with typology, their embedding is typology's alone)."""
     trained = {t.pair.language for t in plan.train}
     if config.mlm:
         trained |= {t.pair.language for t in plan.mlm}
@@ -76,14 +91,15 @@ class HyperX(Method):
 
     @classmethod
     def check(cls, plan: ModelPlan, config: HyperXConfig) -> None:
-        if config.untrained_languages:
+        if config.untrained_languages or config.language_source != "learned":
             return
         if untrained := untrained_languages(plan, config):
             why = "" if config.mlm else " (method.mlm is off)"
             raise BenchError(
                 f"Hyper-X cannot evaluate {', '.join(untrained)}: no labelled data and no MLM "
                 f"text{why}, so the language embedding would be untrained; give the language "
-                "MLM text, or set method.untrained_languages=true to evaluate it anyway"
+                "MLM text, use method.language_source=typology (or both), or set "
+                "method.untrained_languages=true to evaluate it anyway"
             )
 
     @classmethod
