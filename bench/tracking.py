@@ -7,13 +7,16 @@ suite; params flattened (`method.lr`); metrics named `eval/<task>/<lang>/<metric
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
 import shlex
+import shutil
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -141,11 +144,50 @@ def git_state() -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(bool(git("status", "--porcelain")))}
 
 
+# where an empty sqlite store that MLflow made and migrated is kept, one per MLflow version
+TEMPLATES = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xlt-bench"
+
+
+def seed_store(uri: str) -> None:
+    """A new sqlite store starts as a copy of an empty one that MLflow made: MLflow creates a
+    store by running its ~70 schema migrations, seconds of CPU for every new output folder.
+    The copy holds no experiment, so MLflow adds its Default one, as to a store it made."""
+    import sqlite3
+
+    import mlflow
+
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    template = TEMPLATES / f"mlflow-{mlflow.__version__}-empty.db"
+    if path.exists() or not path.parent.is_dir():
+        return
+    try:
+        if not template.is_file():
+            TEMPLATES.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=TEMPLATES) as folder:
+                made = Path(folder) / "mlflow.db"
+                client = MlflowClient(f"sqlite:///{made}")
+                client.search_experiments()  # opening it migrates it and adds Default
+                with contextlib.closing(sqlite3.connect(made)) as db, db:
+                    db.execute("DELETE FROM experiments")
+                os.replace(made, template)  # whole, or not at all: processes race here
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        shutil.copyfile(template, partial)
+        try:
+            os.link(partial, path)  # never over a store another process made meanwhile
+        finally:
+            partial.unlink()
+    except OSError:  # no cache folder, or the store is there now: MLflow opens what is there
+        return
+
+
 class Tracker:
     """One MLflow run: created by `start`, finished by `end`."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None) -> None:
         self.uri = uri
+        seed_store(uri)
         self.client = MlflowClient(tracking_uri=uri)
         try:
             found = self.client.get_experiment_by_name(experiment)

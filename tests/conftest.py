@@ -19,16 +19,6 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     torch.set_num_threads(1)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """Under `--dist loadgroup`, a module's tests run on one worker, so that its module-scoped
-    fixtures are built once; a test marked `xdist_group` joins that group instead (the tests that
-    share one PostgreSQL database, or the Slurm node's CPUs)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @pytest.fixture(scope="session")
 def demo():
     from bench.suites import SUITES

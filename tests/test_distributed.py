@@ -19,7 +19,7 @@ from bench.distributed import Group
 ROOT = Path(__file__).resolve().parent.parent
 # Hyper-X small: each step trains one task's head and leaves the others' unused, which DDP must
 # allow. Batches of 9 do not split evenly over 2 processes; the weighting makes up for it.
-FLAGS = ["--method", "hyperx-small", "--max-steps", "120", "--eval-every", "20", "--no-progress",
+FLAGS = ["--method", "hyperx-small", "--max-steps", "60", "--eval-every", "20", "--no-progress",
          "--set", "train.batch_size=9", "--set", "train.eval_cap=40"]  # fmt: skip
 
 
@@ -75,7 +75,7 @@ def test_two_processes_make_one_mlflow_run_that_process_0_reports(runs):
     assert stdout.count(f"MLflow run {run.info.run_id}") == 1  # one results table, process 0's
     assert "eval/ner/avg_target" in run.data.metrics and "select/all/score" in run.data.metrics
     history = client.get_metric_history(run.info.run_id, "train/all/loss")
-    assert {m.step for m in history} == {50, 100, 120}
+    assert {m.step for m in history} == {50, 60}
     assert not list((output / "checkpoints" / run.info.run_id).glob("resume/*"))
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
-from bench import runner
+from bench import runner, tracking
 from bench.cli import main
 
 TINY = {"max_steps": 30, "eval_every": 15, "batch_size": 16, "mlm_cap": 200}
@@ -79,11 +80,10 @@ def test_results_artifact_holds_predictions_and_gold(logged, demo):
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
-    first = tiny_run(tmp_path / "a", method="full-ft", train={"max_steps": 12, "eval_every": 6})
-    second = tiny_run(tmp_path / "b", method="full-ft", train={"max_steps": 12, "eval_every": 6})
-    other = tiny_run(
-        tmp_path / "c", method="full-ft", seed=1, train={"max_steps": 12, "eval_every": 6}
-    )
+    short = {"max_steps": 12, "eval_every": 6, "eval_cap": 100}
+    first = tiny_run(tmp_path / "a", method="full-ft", train=short)
+    second = tiny_run(tmp_path / "b", method="full-ft", train=short)
+    other = tiny_run(tmp_path / "c", method="full-ft", seed=1, train=short)
     scores = {k: v for k, v in first.metrics.items() if k.startswith(("eval/", "reference/"))}
     assert scores == {k: second.metrics[k] for k in scores}
     assert scores != {k: other.metrics[k] for k in scores}
@@ -91,15 +91,16 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 @pytest.mark.parametrize("setting", ["single-task", "multi-task", "few-shot"])
 def test_every_setting_runs(tmp_path, setting):
-    result = tiny_run(
-        tmp_path, setting=setting, train={"shots": 4} if setting == "few-shot" else {}
-    )
+    shots = {"shots": 4} if setting == "few-shot" else {}
+    result = tiny_run(tmp_path, setting=setting, train={**shots, "eval_cap": 50})
     roles = {r.role for r in result.pairs}
     assert roles == {"source", "target"}
 
 
 def test_mlm_pairs_train_when_the_method_uses_them(tmp_path):
-    result = tiny_run(tmp_path, method="full-ft", method_options={"mlm": True})
+    short = {"max_steps": 6, "eval_every": 6, "eval_cap": 20}
+    result = tiny_run(tmp_path, method="full-ft", method_options={"mlm": True}, train=short)
+    assert result.metrics["budget/mlm_steps"] > 0
     assert result.metrics["params/trainable"] == result.metrics["params/total"]
 
 
@@ -154,3 +155,24 @@ def test_bf16_autocast_is_a_logged_setting_that_changes_the_computation(
     assert run.data.params["train.precision"] == "bf16"
     loss, reference = run.data.metrics["train/all/loss"], logged.data.metrics["train/all/loss"]
     assert loss != reference and loss == pytest.approx(reference, rel=0.05)
+
+
+def test_a_new_store_is_a_copy_of_an_empty_one_mlflow_made(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracking, "TEMPLATES", tmp_path / "cache")
+    first, second = tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"
+    for path in (first, second):
+        path.parent.mkdir()
+        tracking.seed_store(f"sqlite:///{path}")
+    (template,) = (tmp_path / "cache").glob("mlflow-*-empty.db")
+    assert first.read_bytes() == second.read_bytes() == template.read_bytes()
+    client = MlflowClient(f"sqlite:///{second}")
+    # opened by MLflow: its Default experiment, with the artifact folder MLflow gives it here
+    (default,) = client.search_experiments()
+    assert default.name == "Default" and "cache" not in default.artifact_location
+    before = second.read_bytes()
+    tracking.seed_store(f"sqlite:///{second}")  # a store that is there is left alone
+    assert second.read_bytes() == before
+    tracking.seed_store(f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")
+    assert not (tmp_path / "missing").exists()
+    result = tiny_run(tmp_path / "b", train={"max_steps": 2, "eval_every": 2})
+    assert client.get_run(result.run_id).info.status == "FINISHED"

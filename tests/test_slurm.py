@@ -28,8 +28,6 @@ SLURM = (
 needs_slurm = pytest.mark.skipif(
     not SLURM, reason="no Slurm cluster answers here (.ci/run starts a one-node one)"
 )
-# one worker at a time on the cluster and the PostgreSQL databases (with test_sweep's study test)
-pytestmark = pytest.mark.xdist_group("postgres")
 TINY = ["--set", "train.eval_every=20", "--set", "train.eval_cap=50"]
 
 
@@ -149,9 +147,9 @@ def test_a_requeued_job_continues_its_run_to_the_same_metrics(cluster_suite, tmp
 @needs_slurm
 @pytest.mark.slow
 def test_a_sweep_runs_its_workers_as_slurm_jobs_on_a_postgresql_study(tmp_path, mlflow_server):
-    storage = os.environ.get("BENCH_TEST_POSTGRES_URL")
+    storage = os.environ.get("BENCH_TEST_SLURM_STUDY_DB")
     if not storage:
-        pytest.skip("BENCH_TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL and sets it)")
+        pytest.skip("BENCH_TEST_SLURM_STUDY_DB is not set (.ci/run creates it in PostgreSQL)")
     name = f"slurm-{uuid.uuid4().hex[:8]}"
     args = ["sweep", "--method", "dummy", "--trials", "4", "--workers", "2", "--max-steps", "20"]
     args += ["--eval-every", "10", "--set", "train.eval_cap=50", "--study", name]

@@ -178,7 +178,6 @@ def test_workers_checking_one_output_at_once_do_not_trip_each_other(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("postgres")  # beside test_slurm's tests, not at once with them
 def test_two_workers_share_a_postgresql_study(tmp_path):
     url = _postgres_url()
     name = f"test-{uuid.uuid4().hex[:8]}"
