@@ -824,7 +824,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench import report
     from bench.tracking import resolve_uri
 
-    path = args.report or report.REPORTS / suite.name / f"{args.setting}.md"
+    name = "zero-resource" if args.setting == report.ZERO_TEXT else args.setting
+    path = args.report or report.REPORTS / suite.name / f"{name}.md"
     report.check_writable(path)
     found = report.build(
         resolve_uri(args.output, args.tracking_uri), suite, args.setting,

@@ -103,6 +103,19 @@ class Method(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    # options that change what the method is, shown in its name where not at their default
+    # (`variant_marks`), so that reports keep runs of each apart
+    variant_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def variant_marks(cls, config: MethodConfig) -> list[str]:
+        """What the name shows of `variant_options` (their non-default values)."""
+        default = cls.Config()
+        return [
+            str(getattr(config, option))
+            for option in cls.variant_options
+            if getattr(config, option) != getattr(default, option)
+        ]
 
     @classmethod
     def check(cls, plan: ModelPlan, config: MethodConfig) -> None:
@@ -144,10 +157,11 @@ def register(cls: type[Method]) -> type[Method]:
 def variant(method: type[Method], config: MethodConfig) -> str:
     """How reports name a run's method: its name, marked where the run trains MLM and the
     method by default does not, or the reverse (`adapter (mlm)`: Hyper-X's MLM, without its
-    hypernetwork), so that the two are never taken for one another."""
-    if config.mlm == method.Config().mlm:
-        return method.name
-    return f"{method.name} ({'mlm' if config.mlm else 'no mlm'})"
+    hypernetwork), so that the two are never taken for one another, and with its
+    `variant_marks` (`hyperx (typology)`)."""
+    marks = [] if config.mlm == method.Config().mlm else ["mlm" if config.mlm else "no mlm"]
+    marks += method.variant_marks(config)
+    return f"{method.name} ({', '.join(marks)})" if marks else method.name
 
 
 def __getattr__(name: str):

@@ -19,7 +19,7 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from bench import bootstrap
+from bench import bootstrap, typology
 from bench.bootstrap import Difference, Estimate
 from bench.errors import BenchError
 from bench.evaluation import PairResult, scored
@@ -255,6 +255,8 @@ class Report:
     estimates: dict[tuple[str, str], Estimate]  # (method, "task/language" or task) ->
     differences: dict[tuple[str, str], Difference | None]  # against the baseline; None: unpaired
     mismatch: float  # the largest |recomputed - logged| score over every run and pair
+    # zero-text: each language without text -> (its typologically nearest source, the distance)
+    no_text: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def pairs(self) -> list[str]:
@@ -312,8 +314,26 @@ def build(
     estimates, differences = intervals(methods, baseline, replicates)
     return Report(
         suite.name, setting, uri, extra_filter, baseline, replicates, methods, excluded,
-        estimates, differences, mismatch,
+        estimates, differences, mismatch, _nearest_sources(suite, methods) if setting ==
+        ZERO_TEXT else {},
     )  # fmt: skip
+
+
+ZERO_TEXT = "zero-text"
+
+
+def _nearest_sources(suite: Suite, methods: list[MethodRuns]) -> dict[str, tuple[str, float]]:
+    """Each of the suite's languages without text: the source language (trained on with
+    labels) nearest to it in typology, and their cosine distance."""
+    sources = sorted({p.partition("/")[2] for m in methods for p in m.sources})
+    nearest = {}
+    for language in suite.no_text:
+        own = typology.vector(suite, language)
+        distances = {s: typology.distance(own, typology.vector(suite, s)) for s in sources}
+        if distances:
+            source = min(distances, key=distances.__getitem__)
+            nearest[language] = (source, distances[source])
+    return nearest
 
 
 def _client(uri: str) -> MlflowClient:
@@ -577,6 +597,9 @@ def render(report: Report, command: str, figure_names: Mapping[str, str]) -> str
         "",
     ]
     lines += _summary_table(r, tasks)
+    if r.no_text:
+        lines += ["", "## Languages with no text", "", *ZERO_TEXT_NOTE, ""]
+        lines += _no_text_table(r, tasks)
     lines += ["", "## Budgets", "", "What each method trained on, mean over seeds (see the",
               "README's *Budgets*): steps of labelled, MLM and stage batches and the measured",
               "training FLOPs (stages included).", ""]  # fmt: skip
@@ -734,6 +757,34 @@ def _source_table(r: Report) -> list[str]:
     for m in r.methods:
         for text in m.not_learned:
             lines.append(f"\n† `{m.name}`, a run did not learn: {text}")
+    return lines
+
+
+ZERO_TEXT_NOTE = [
+    "The suite's `no_text` languages had neither labels nor MLM text in this setting: each",
+    f"method served them as its notes say ({SERVED_OTHERWISE}). Mean over seeds",
+    f"[{bootstrap.LEVEL}% interval], beside the cosine distance between the language's",
+    "typological vector (URIEL's, or the suite's own) and that of the nearest source language",
+    "(0: the same typology).",
+]
+
+
+def _no_text_table(r: Report, tasks: list[str]) -> list[str]:
+    header = ["pair", "nearest source (distance)", *[f"`{m.name}`" for m in r.methods]]
+    header += list(REFERENCE_ORDER)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for pair in (p for t in tasks for p in r.pairs_of(t)):
+        language = pair.partition("/")[2]
+        if language not in r.no_text:
+            continue
+        source, distance = r.no_text[language]
+        row = [pair, f"{source} ({distance:.3f})"]
+        for m in r.methods:
+            estimate = r.estimates.get((m.name, pair))
+            text = f"{estimate.point:.1f} {_interval(estimate)}" if estimate else "-"
+            row.append(marked(estimate.point, r.references(pair), text) if estimate else text)
+        row += [_pct(r.reference(name, pair)) for name in REFERENCE_ORDER]
+        lines.append("| " + " | ".join(row) + " |")
     return lines
 
 

@@ -158,7 +158,7 @@ def parse_methods(text: str, plugins: tuple[Path, ...] = ()) -> list[Entry]:
         method = METHODS.get(name)
         config = method.Config().with_values(options)
         label = variant(method, config)
-        if others := sorted(set(options) - {"mlm"}):
+        if others := sorted(set(options) - {"mlm", *method.variant_options}):
             label += " [" + ", ".join(f"{k}={options[k]}" for k in others) + "]"
         entries.append(Entry(name, options, label))
     labels = [e.label for e in entries]

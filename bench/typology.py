@@ -115,7 +115,10 @@ def languages_table(codes: Iterable[str], suite) -> str:
             for task in suite.sources
             if (splits := suite.task(task).source.splits(code))
         ]
-        rows.append((code, name(code, suite), vector, "; ".join(data) or "none"))
+        # named from the code as given: langcodes knows `tl` as Tagalog, `tgl` only normalised
+        # (to Filipino)
+        known = name(given, suite) if name(given, suite) != "?" else name(code, suite)
+        rows.append((code, known, vector, "; ".join(data) or "none"))
     header = ("code", "name", "typology", f"data in suite {suite.name}")
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(3)]
     return "\n".join(

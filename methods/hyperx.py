@@ -88,6 +88,12 @@ class HyperX(Method):
     name = "hyperx"
     description = "Hyper-X: a hypernetwork generates every layer's adapter from task+language"
     Config = HyperXConfig
+    variant_options = ("language_source",)
+
+    @classmethod
+    def variant_marks(cls, config: HyperXConfig) -> list[str]:
+        source = config.language_source
+        return [] if source == "learned" else [{"both": "learned+typology"}.get(source, source)]
 
     @classmethod
     def check(cls, plan: ModelPlan, config: HyperXConfig) -> None:

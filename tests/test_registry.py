@@ -40,5 +40,5 @@ def test_alias_resolves_to_canonical_name():
 def test_builtins_are_registered():
     assert {"adapter", "full-ft", "dummy"} <= set(METHODS.names())
     assert set(TASKS.names()) == {"mlm", "ner", "nli", "pos"}
-    assert set(SETTINGS.names()) == {"few-shot", "mixed", "multi-task", "single-task"}
+    assert set(SETTINGS.names()) == {"few-shot", "mixed", "multi-task", "single-task", "zero-text"}
     assert "demo" in SUITES

@@ -159,6 +159,7 @@ def test_bf16_autocast_is_a_logged_setting_that_changes_the_computation(
 
 def test_a_new_store_is_a_copy_of_an_empty_one_mlflow_made(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "TEMPLATES", tmp_path / "cache")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set by `logged` reading its run
     first, second = tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"
     for path in (first, second):
         path.parent.mkdir()

@@ -151,3 +151,30 @@ def test_an_unknown_code_is_one_line_and_exit_2(capsys):
     assert (
         captured.err.strip() == "error: language 'xx' is not an ISO 639-1, ISO 639-3 or BCP-47 code"
     )
+
+
+@pytest.mark.slow
+def test_the_zero_resource_report_scores_each_route_beside_the_nearest_source(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs"
+    routes = {"typology": {"language_source": "typology"}, "learned": {"untrained_languages": True}}
+    for options in routes.values():
+        request = runner.Request(
+            method="hyperx-small", setting="zero-text", output=out, progress=False,
+            tasks=("pos",), train={**TINY, "max_steps": 4, "eval_cap": 24},
+            method_options=options,
+        )  # fmt: skip
+        runner.execute(runner.prepare(request))
+    args = ["report", "--setting", "zero-text", "--output", str(out), "--bootstrap", "50"]
+    assert main([*args, "--baseline", "hyperx-small (typology)"]) == 0
+    text = (tmp_path / "reports" / "demo" / "zero-resource.md").read_text()
+    section = text.split("## Languages with no text")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| pos/")]
+    assert [row.split(" | ")[0] for row in rows] == ["| pos/qae", "| pos/qag"]
+    vectors = {code: demo.typology(code) for code in ("qaa", "qac", "qae", "qag")}
+    nearest = min(("qaa", "qac"), key=lambda s: typology.distance(vectors["qae"], vectors[s]))
+    distance = typology.distance(vectors["qae"], vectors[nearest])
+    assert rows[0].split(" | ")[1] == f"{nearest} ({distance:.3f})"
+    assert all(row.count("[") == 2 for row in rows)  # an interval for each route
