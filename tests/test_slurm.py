@@ -225,7 +225,8 @@ def test_slurm_options_need_the_slurm_launcher_and_parallel_the_local_one(tmp_pa
 
 
 @pytest.mark.slow
-def test_parallel_local_runs_finish_side_by_side(tmp_path):
+def test_parallel_local_runs_finish_side_by_side(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # its report goes under ./reports
     out = tmp_path / "runs"
     args = ["compare", "--methods", "dummy", "--seeds", "2", "--max-steps", "4", "--parallel", "2"]
     assert main([*args, "--set", "train.eval_every=2", "--output", str(out)]) == 0
