@@ -760,6 +760,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _failed(failures, command)
     cells, failures = _grid(compare, command, entries, settings, args, tuned, grid, launching,
                             run_average=args.run_average)  # fmt: skip
+    if not cells:  # every run failed: no report, the failures
+        return _failed(failures, command)
     path = args.report or REPORTS / name / f"compare-{'-'.join(settings)}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     plots = compare.plot(cells, path.with_suffix(""))
