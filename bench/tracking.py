@@ -8,6 +8,7 @@ suite; params flattened (`method.lr`); metrics named `eval/<task>/<lang>/<metric
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -29,6 +30,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from bench import interrupts
 from bench.errors import BenchError
 
 MAX_BATCH = 500  # below MLflow's per-request limit of 1000 metrics
@@ -182,6 +184,19 @@ def seed_store(uri: str) -> None:
         return
 
 
+def _whole(method):
+    """A call to the tracking store that a signal (Ctrl-C, SIGTERM, Slurm's requeue) never cuts
+    short: the signal acts once the call returns. Cut inside a database call, the store's
+    connection was left mid-transaction, and the checkpoint the interrupt then records failed."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        with interrupts.deferred():
+            return method(*args, **kwargs)
+
+    return call
+
+
 class Tracker:
     """One MLflow run: created by `start`, finished by `end`."""
 
@@ -247,17 +262,20 @@ class Tracker:
                 "start it, or check --tracking-uri and MLFLOW_TRACKING_URI"
             ) from None
 
+    @_whole
     def start(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
         self.params(params)
         return self.run_id
 
+    @_whole
     def params(self, values: dict[str, Any]) -> None:
         items = [Param(k, param_text(v)) for k, v in sorted(values.items())]
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
+    @_whole
     def resume(self, run_id: str, tags: dict[str, str]) -> None:
         """Takes over an interrupted run: RUNNING again, its `stopped`/`error` tags gone."""
         self.run_id = run_id
@@ -268,18 +286,22 @@ class Tracker:
                 self.client.delete_tag(run_id, key)
         self.tags(tags)
 
+    @_whole
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
         stamp = _now_ms()
         items = [Metric(k, float(v), stamp, step) for k, v in values.items() if v is not None]
         for i in range(0, len(items), MAX_BATCH):
             self.client.log_batch(self.run_id, metrics=items[i : i + MAX_BATCH])
 
+    @_whole
     def tags(self, values: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
 
+    @_whole
     def artifact(self, payload: Any, name: str) -> None:
         self.client.log_dict(self.run_id, payload, name)
 
+    @_whole
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, RunStatus.to_string(getattr(RunStatus, status)))
 
