@@ -118,6 +118,12 @@ class Method(abc.ABC):
         ]
 
     @classmethod
+    def typology_languages(cls, plan: ModelPlan, config: MethodConfig) -> Sequence[str]:
+        """The languages whose typological vectors (`Backbone.typology`) the model will read:
+        each must have one, which is checked before a run starts."""
+        return ()
+
+    @classmethod
     def check(cls, plan: ModelPlan, config: MethodConfig) -> None:
         """Raise BenchError if this method cannot run `plan` (called before any run exists)."""
         return None

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import leakage, suites
+from bench import leakage, suites, typology
 from bench import plugins as load_plugins
 from bench.config import TrainConfig
 from bench.errors import BenchError
@@ -64,6 +64,7 @@ def resolve(request: Request) -> tuple[Suite, type[Method], MethodConfig, TrainC
     leakage.check(plan, suite, train)  # before anything is trained on it
     for model_plan in plan.models:
         method.check(model_plan, method_config)
+        typology.check(suite, method.typology_languages(model_plan, method_config))
     return suite, method, method_config, train, plan
 
 

@@ -44,7 +44,17 @@ from tasks import formats, hub
 from tasks.files import FileSource, is_url
 from tasks.hub import HubPart, HubSource
 
-KEYS = ("name", "description", "backbone", "train", "method", "tasks", "settings", "no_text")
+KEYS = (
+    "name",
+    "description",
+    "backbone",
+    "train",
+    "method",
+    "tasks",
+    "settings",
+    "no_text",
+    "uriel",
+)
 TASK_KEYS = ("labels", "label_map", "files", "hub")
 DEFAULT_LABELS = {"pos": formats.UPOS, "nli": formats.NLI_LABELS, "mlm": ()}
 _VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
@@ -93,6 +103,7 @@ def load(path: Path) -> Suite:
         method_options=dict(data.get("method", {})),
         settings=settings,
         no_text=tuple(iso639_3(language) for language in data.get("no_text", [])),
+        uriel={iso639_3(k): iso639_3(v) for k, v in data.get("uriel", {}).items()},
     )
 
 
@@ -106,8 +117,11 @@ def _check_shape(data: dict, path: Path) -> None:
             what = "a table" if kind is dict else "a list of strings"
             raise BenchError(f"suite file {path}: `{key}` must be {what}, not {value!r}")
 
-    for key in ("train", "method", "tasks", "settings"):
+    for key in ("train", "method", "tasks", "settings", "uriel"):
         need(data.get(key, {}), dict, key)
+    for language, code in data.get("uriel", {}).items():
+        if not isinstance(code, str):
+            raise BenchError(f"suite file {path}: `uriel.{language}` must be a code, not {code!r}")
     need(data.get("no_text", []), list, "no_text")
     for name, spec in data["tasks"].items():
         need(spec, dict, f"tasks.{name}")

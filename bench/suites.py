@@ -51,6 +51,9 @@ class Suite:
     # a language's typological vector in URIEL's layout (`bench.typology`), for suites whose
     # languages URIEL lacks; None: URIEL's
     typology: Callable[[str], tuple[float, ...]] | None = None
+    # language -> the code URIEL files its vector under, where the suite's code is not it (a
+    # macrolanguage: AmericasNLI's `grn` Guarani is URIEL's Paraguayan `gug`)
+    uriel: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # targets the `zero-text` setting gives no MLM text: languages with no text at all
     no_text: tuple[str, ...] = ()
 

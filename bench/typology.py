@@ -13,6 +13,7 @@ import difflib
 import functools
 import math
 import sys
+import unicodedata
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -63,10 +64,12 @@ def uriel(code: str) -> tuple[float, ...]:
     it has."""
     language = iso639_3(code)
     if language not in uriel_languages():
-        # codes that share the first two letters (Otomian `oto`: the Otomi languages ot*), else
-        # the most similar spellings
+        # the languages it files under the name (a macrolanguage's varieties: Guarani `grn`,
+        # Paraguayan Guarani `gug`), else codes that share the first two letters (Otomian `oto`:
+        # the Otomi languages ot*), else the most similar spellings
         have = sorted(uriel_languages())
-        near = [c for c in have if c[:2] == language[:2]][:8]
+        near = [f"{c} ({_names()[c]})" for c in _named(language)][:8]
+        near = near or [c for c in have if c[:2] == language[:2]][:8]
         near = near or difflib.get_close_matches(language, have, n=5, cutoff=0.6)
         have = f"; the nearest codes it has: {', '.join(near)}" if near else ""
         raise BenchError(f"URIEL has no typological vector for language {code!r}{have}")
@@ -74,9 +77,53 @@ def uriel(code: str) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def uriel_code(suite, language: str) -> str:
+    """The code URIEL files the suite's `language` under: the suite's `uriel` mapping (a
+    macrolanguage to the variety its data is in), else the language's own."""
+    language = iso639_3(language)
+    return getattr(suite, "uriel", {}).get(language, language)
+
+
+def _plain(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+
+
+@functools.cache
+def _names() -> dict[str, str]:
+    """URIEL's codes -> their English names."""
+    import langcodes
+
+    return {c: langcodes.Language.get(c, normalize=False).display_name() for c in uriel_languages()}
+
+
+def _named(language: str) -> list[str]:
+    """URIEL's codes whose names hold the language's (`Nahuatl languages`: every `... Nahuatl`)."""
+    own = _plain(name(language)).removesuffix(" languages")
+    if own == "?":
+        return []
+    return sorted(c for c, known in _names().items() if own in _plain(known))
+
+
 def vector(suite, language: str) -> tuple[float, ...]:
     """The language's vector: the suite's own where it gives them, URIEL's otherwise."""
-    return (getattr(suite, "typology", None) or uriel)(language)
+    if own := getattr(suite, "typology", None):
+        return own(language)
+    code = uriel_code(suite, language)
+    try:
+        return uriel(code)
+    except BenchError as error:
+        if code != iso639_3(language):
+            raise BenchError(f"{error} (the suite's `uriel` maps {language} to it)") from None
+        raise BenchError(
+            f"{error}; a suite file maps a language to the code URIEL has, as "
+            f'`uriel = {{ {language} = "..." }}`'
+        ) from None
+
+
+def check(suite, languages: Iterable[str]) -> None:
+    """Every language has a vector, before a run starts: one line for the first that has not."""
+    for language in dict.fromkeys(languages):
+        vector(suite, language)
 
 
 def distance(a: Iterable[float], b: Iterable[float]) -> float:
@@ -108,8 +155,10 @@ def languages_table(codes: Iterable[str], suite) -> str:
         code = iso639_3(given)
         if getattr(suite, "typology", None) is not None and code in suite.language_names:
             vector = "suite"
+        elif (filed := uriel_code(suite, code)) in uriel_languages():
+            vector = "URIEL" if filed == code else f"URIEL ({filed})"
         else:
-            vector = "URIEL" if code in uriel_languages() else "no"
+            vector = "no"
         data = [
             f"{task} ({', '.join(splits)})"
             for task in suite.sources

@@ -15,7 +15,7 @@ from bench.method import Backbone
 from bench.model import Output
 from bench.settings import ModelPlan, Pair
 from bench.task import Task
-from methods.hyperx import HyperXConfig, untrained_languages
+from methods.hyperx import HyperXConfig, embedded_languages, untrained_languages
 
 
 class _Generate(torch.autograd.Function):
@@ -188,7 +188,7 @@ class HyperXModel(EncoderWithHeads):
                 module.requires_grad_(True)
         super().__init__(backbone, tasks, config)
         dropouts = output_dropouts(self.encoder)
-        languages = sorted({p.language for p in _pairs(plan, config)})
+        languages = embedded_languages(plan, config)
         self.untrained = untrained_languages(plan, config)  # learned embeddings never trained
         typology = None
         if config.language_source != "learned":
@@ -249,11 +249,3 @@ class HyperXModel(EncoderWithHeads):
             return super().forward(batch, pair)  # the encoder's hooks read self._weights
         finally:
             self._weights = None
-
-
-def _pairs(plan: ModelPlan, config: HyperXConfig) -> list[Pair]:
-    return [
-        *(t.pair for t in plan.train),
-        *(t.pair for t in plan.mlm if config.mlm),
-        *(e.pair for e in plan.eval),
-    ]

@@ -74,6 +74,16 @@ class HyperXSmallConfig(HyperXConfig):
     source_dim: int = option(32, "d_s: size of the projected source embedding", gt=0)
 
 
+def embedded_languages(plan: ModelPlan, config: HyperXConfig) -> list[str]:
+    """The languages the model embeds: those it trains on, reads MLM text of, or evaluates."""
+    pairs = [
+        *(t.pair for t in plan.train),
+        *(t.pair for t in plan.mlm if config.mlm),
+        *(e.pair for e in plan.eval),
+    ]
+    return sorted({p.language for p in pairs})
+
+
 def untrained_languages(plan: ModelPlan, config: HyperXConfig) -> list[str]:
     """The evaluated languages with neither labelled data nor MLM text: their learned embeddings
     stay as initialised (with typology, their embedding is typology's alone)."""
@@ -94,6 +104,10 @@ class HyperX(Method):
     def variant_marks(cls, config: HyperXConfig) -> list[str]:
         source = config.language_source
         return [] if source == "learned" else [{"both": "learned+typology"}.get(source, source)]
+
+    @classmethod
+    def typology_languages(cls, plan: ModelPlan, config: HyperXConfig) -> list[str]:
+        return [] if config.language_source == "learned" else embedded_languages(plan, config)
 
     @classmethod
     def check(cls, plan: ModelPlan, config: HyperXConfig) -> None:

@@ -11,9 +11,10 @@ import pytest
 from shared_data import SHARED, needs_shared
 from test_formats import CONLLU, conllu
 
-from bench import runner, suites
+from bench import runner, suites, typology
 from bench.cli import main
 from bench.errors import BenchError
+from bench.request import resolve
 from bench.settings import SETTINGS
 from bench.task import Kind
 from tasks import formats
@@ -196,6 +197,14 @@ def test_shared_suite_plans_the_papers_mixed_layout(monkeypatch, capsys):
     assert re.search(r"\n  train +pos/eng@dev\[:1800\] +1,800 sentences\n", out)
     assert re.search(r"\n  selection +nli/quy@dev\[643:\] +100 pairs\n", out)
     assert re.search(r"\n  eval +ner/yor@test \(source\) +1,964 sentences\n", out)  # whole
+    # typology has a vector for every language, the macrolanguages through the suite's `uriel`
+    request = runner.Request(
+        method="hyperx", setting="zero-text", suite=str(ROOT / "suites" / "shared.toml"),
+        output=ROOT / "unused", method_options={"language_source": "typology"},
+    )  # fmt: skip
+    suite, method, config, _, plan = resolve(request)
+    assert len(method.typology_languages(plan.models[0], config)) == 14
+    assert typology.vector(suite, "nah") == typology.uriel("nhn")
 
 
 def test_training_on_part_of_a_split_and_selecting_on_the_rest_keeps_them_apart(

@@ -11,6 +11,7 @@ from test_suitefile import two_language_files, two_language_suite
 from bench import params, runner, suites, typology
 from bench.cli import main
 from bench.errors import BenchError
+from bench.request import resolve
 from bench.settings import Pair
 from methods._hyperx import HyperNetwork
 from methods.hyperx import HyperXConfig
@@ -127,6 +128,33 @@ def test_zero_text_needs_a_suite_that_names_its_text_less_languages(tmp_path, ca
     assert main(["plan", "--suite", str(path), "--setting", "zero-text"]) == 0
     out = capsys.readouterr().out
     assert "setting zero-text" in out and "mlm" not in out.split("selection")[0]
+
+
+def test_a_language_uriel_lacks_is_refused_before_the_run_unless_the_suite_maps_it(
+    tmp_path, capsys
+):
+    two_language_files(tmp_path / "data")
+    suite = two_language_suite(tmp_path / "data", {"test": "en-test.conllu"})
+    suite = suite.replace("files.de", "files.gn").replace("de = {", "gn = {")
+    path = tmp_path / "guarani.toml"
+    setting = '[settings.mixed]\ntrain = ["pos/en", "ner/gn"]\n'
+    path.write_text(suite + setting)
+    args = ["run", "--suite", str(path), "--method", "hyperx", "--setting", "mixed"]
+    args += ["--output", str(tmp_path / "out"), "--set", "method.language_source=typology"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no typological vector for language 'grn'" in err
+    assert "gug (Paraguayan Guaraní)" in err and 'uriel = { grn = "..." }' in err
+    assert not (tmp_path / "out").exists()
+    path.write_text(f'uriel = {{ gn = "gug" }}\n{suite}{setting}')
+    request = runner.Request(
+        method="hyperx", setting="mixed", suite=str(path), output=tmp_path / "out",
+        method_options={"language_source": "typology"},
+    )  # fmt: skip
+    suite = resolve(request)[0]
+    assert typology.vector(suite, "gn") == typology.uriel("gug")
+    assert main(["languages", "--suite", str(path), "gn"]) == 0
+    assert "URIEL (gug)" in capsys.readouterr().out
 
 
 def test_languages_prints_a_row_per_code(capsys):
