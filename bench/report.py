@@ -404,12 +404,14 @@ def _search(client: MlflowClient, experiment_id: str, query: str, extra: str | N
 
 def label(run) -> str:
     """A run's method as reports name it: its `variant` tag (`adapter (mlm)`), else `method`,
-    and its selection rule where it is not source dev (`hyperx [average]`), or that it averages
-    the weights of several seeds' runs (`hyperx [run average]`)."""
+    and its selection rule where it is not source dev (`hyperx [average]`), that it averages
+    the weights of several seeds' runs (`hyperx [run average]`), or that it ran under bfloat16
+    (`hyperx [bf16]`)."""
     name = run.data.tags.get("variant") or run.data.tags["method"]
     rules = [run.data.params.get("train.selection", "source-dev")]
     rules = [r for r in rules if r != "source-dev"]
     rules += ["run average"] * ("run_average" in run.data.tags)
+    rules += ["bf16"] * (run.data.params.get("train.precision") == "bf16")
     return f"{name} [{', '.join(rules)}]" if rules else name
 
 

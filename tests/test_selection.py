@@ -1,6 +1,8 @@
 """Zero-shot model selection: the last weights, the average of the evaluation points, the
 oracle kept apart from every zero-shot number, and leakage by content."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -157,6 +159,19 @@ def test_selecting_on_a_target_dev_split_is_refused_with_the_oracle_too(content_
     suite = content_suite(select='["pos/en", "ner/de", "pos/de@dev"]')
     assert main(["run", "--method", "dummy", "--suite", str(suite), "--oracle"]) == 2
     assert "selects on pos/deu@dev, a target pair it evaluates" in capsys.readouterr().err
+
+
+def test_a_label_names_the_rule_the_run_average_and_bf16():
+    def run(tags, **params):
+        data = SimpleNamespace(tags={"method": "hyperx", **tags}, params=params)
+        return SimpleNamespace(data=data)
+
+    assert report.label(run({})) == "hyperx"
+    assert report.label(run({}, **{"train.precision": "fp32"})) == "hyperx"
+    both = {"train.selection": "last", "train.precision": "bf16"}
+    bf16 = run({"variant": "hyperx (typology)"}, **both)
+    assert report.label(bf16) == "hyperx (typology) [last, bf16]"
+    assert report.label(run({"run_average": "a,b"})) == "hyperx [run average]"
 
 
 def test_the_report_shows_each_rule_as_a_row_and_the_oracle_apart(tmp_path):
