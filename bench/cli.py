@@ -72,9 +72,10 @@ def _budget(parser: argparse.ArgumentParser) -> None:
         "batch (train.budget)",
     )  # fmt: skip
     parser.add_argument(
-        "--selection", choices=("source-dev", "last", "average"),
-        help="the weights evaluated: the best on source dev (default), the last, or the average "
-        "over evaluation points (train.selection)",
+        "--selection", metavar="RULE[,RULE...]",
+        help="the weights evaluated: source-dev, the best on source dev (default), last, or "
+        "average, over evaluation points (train.selection); more rules, comma-separated, also "
+        "test the same training, each logged as a run of its own (train.also_selection)",
     )  # fmt: skip
     parser.add_argument(
         "--oracle", action="store_true",
@@ -115,7 +116,7 @@ def _launch_options(args: argparse.Namespace, storage: str | None = None) -> dic
 def _selection(args: argparse.Namespace, train: dict) -> None:
     """`--selection` and `--oracle` into the train options."""
     if args.selection is not None:
-        train["selection"] = args.selection
+        train["selection"], _, train["also_selection"] = args.selection.partition(",")
     if args.oracle:
         train["oracle"] = True
 

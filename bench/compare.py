@@ -127,6 +127,8 @@ def tune(
     """Equal tuning: for every entry, a `trials`-trial Optuna study (`bench.sweep`) over the
     method's own search space, at seed 0 (the sampler's seed too), on `setting` with the grid's
     budget, scored on the source dev pairs alone. A study that exists already continues."""
+    # a trial tests its own rule's weights alone (no other rules' runs, no oracle)
+    train = {k: v for k, v in train.items() if k not in ("also_selection", "oracle")}
     grid = {"suite": suite, "output": output, "train": train, "plugins": plugins,
             "tracking_uri": tracking_uri}  # fmt: skip
     tuned = {}

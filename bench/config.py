@@ -141,6 +141,9 @@ def _allows_none(hint: Any) -> bool:
     return type(None) in typing.get_args(hint)
 
 
+SELECTION_RULES = ("source-dev", "last", "average")  # `bench.selection`
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(Config):
     """The training budget and loop settings shared by every method. Suites set the defaults."""
@@ -181,7 +184,12 @@ class TrainConfig(Config):
         "source-dev", "the weights a run evaluates: source-dev (the checkpoint with the best "
         "source-language dev score), last (the final weights) or average (the uniform average "
         "of the trainable weights at every evaluation point, Schmidt et al. 2023)",
-        choices=("source-dev", "last", "average"),
+        choices=SELECTION_RULES,
+    )  # fmt: skip
+    also_selection: str = option(
+        "", "more rules, comma-separated (last,average), whose weights the same training is "
+        "also tested with: each is logged as a run of its own, tagged same_training (bench run "
+        "--selection source-dev,last,average)",
     )  # fmt: skip
     oracle: bool = option(
         False, "also evaluate every checkpoint on the target pairs' dev splits and log, apart "
@@ -202,6 +210,23 @@ class TrainConfig(Config):
         "bfloat16 instructions: bench perf --precision)",
         choices=("fp32", "bf16"),
     )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        rules = self.also_rules
+        for rule in rules:
+            if rule not in SELECTION_RULES or rule == self.selection or rules.count(rule) > 1:
+                others = [r for r in SELECTION_RULES if r != self.selection]
+                raise BenchError(
+                    f"train.also_selection={self.also_selection!r} is invalid: {rule!r} is not "
+                    f"a rule other than the run's own ({self.selection}) named once; valid: "
+                    f"{', '.join(others)}"
+                )
+
+    @property
+    def also_rules(self) -> tuple[str, ...]:
+        """`also_selection`'s rules, in order."""
+        return tuple(rule.strip() for rule in self.also_selection.split(",") if rule.strip())
 
     @property
     def selection_cap(self) -> int | None:

@@ -487,6 +487,9 @@ class Progress:
     notes: dict[str, str] = dataclasses.field(default_factory=dict)  # Model.language_notes
     oracle: list[dict] = dataclasses.field(default_factory=list)  # train.oracle's PairResults
     curves: dict[str, list] = dataclasses.field(default_factory=dict)  # model -> Loop.curve
+    # train.also_selection: rule -> its models' PairResults ("pairs"), source dev scores
+    # ("selected") and evaluation seconds ("eval_s"), for the run of the same training it makes
+    rules: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -507,6 +510,8 @@ class Loop:
     curve: list[list] = dataclasses.field(default_factory=list)
     # train.oracle: "task/language" -> [its best target dev score, the step that scored it]
     oracle: dict[str, list] = dataclasses.field(default_factory=dict)
+    # train.also_selection: rule -> the source dev score of its weights, once trained
+    rules: dict[str, float] = dataclasses.field(default_factory=dict)
     selected: bool = True  # False: the model-selection evaluation of `step` is still to do
     # "labelled" and "mlm": steps and non-padding tokens of each kind of batch
     steps: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -611,6 +616,20 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
             if prepared.oracle.get(model_plan.name):
                 results = _oracle_test(prepared, model_plan, model, loop, collator, folder)
                 progress.oracle += [dataclasses.asdict(r) for r in results]
+            for rule, score in loop.rules.items():  # the same training, other weights
+                began = time.perf_counter()
+                model.load(str(rule_weights(path, rule)))
+                done = progress.rules.setdefault(rule, {"pairs": [], "selected": [], "eval_s": 0})
+                for e in model_plan.eval:
+                    data = prepared.data[data_key(e)]
+                    refs = prepared.references[(model_plan.name, e.pair.task)]
+                    task = prepared.suite.task(e.pair.task)
+                    result = evaluate(
+                        model, task, data, e, refs, prepared.train, model_plan.name, collator
+                    )
+                    done["pairs"].append(dataclasses.asdict(result))
+                done["selected"].append(score)
+                done["eval_s"] += time.perf_counter() - began
         progress.curves[model_plan.name] = loop.curve
         model_trainable, model_total = count_parameters(model)
         counts: dict[str, int] = {}
@@ -689,12 +708,78 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
         "pairs": [dataclasses.asdict(r) for r in pair_results],
     }
     tracker.artifact(results, "results.json")
+    for rule, done in progress.rules.items():
+        same_training_run(prepared, tracker, rule, done, metrics, pair_results)
     checkpoints.clear()  # finished: nothing to resume
     spare_weights(folder)
     tracker.client.delete_tag(tracker.run_id, "checkpoint")
     return RunResult(
         tracker.run_id, tracker.experiment_id, tracker.uri, pair_results, metrics, progress.notes
     )
+
+
+SAME_TRAINING = "same_training"  # the tag of a run whose weights another run's training made
+
+
+def same_training_run(
+    prepared: Prepared,
+    tracker: Tracker,
+    rule: str,
+    done: dict,
+    metrics: dict[str, float],
+    tested: list[PairResult],
+) -> str:
+    """Logs `rule`'s test of the run's training (`train.also_selection`) as a run of its own:
+    the params of a run asked for `rule` alone, the training's budget, times and sizes, its own
+    scores and source dev score (`done`: `Progress.rules[rule]`), tag `same_training`. Takes its
+    weights from the run's folder; `metrics` and `tested` are the run's own. A run resumed after
+    it was logged finds it and logs no other."""
+    client, own = tracker.client, tracker.run_id
+    query = f"tags.{SAME_TRAINING} = '{own}' AND params.`train.selection` = '{rule}'"
+    for found in client.search_runs([tracker.experiment_id], query):
+        if found.info.status == "FINISHED":
+            return found.info.run_id
+    run = client.get_run(own)
+    train = dataclasses.replace(prepared.train, selection=rule, also_selection="")
+    params = {**run.data.params, **{k: param_text(v) for k, v in train.flat().items()}}
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith(("mlflow.", "checkpoint"))}
+    results = [PairResult(**r) for r in done["pairs"]]
+    scores = summarize(results)
+    main = summarize(tested)
+    spent = {k: v for k, v in metrics.items() if k not in main and not k.startswith("oracle/")}
+    values = {
+        **spent, **scores, "time/eval_s": done["eval_s"],
+        "select/score": sum(done["selected"]) / len(done["selected"]),
+    }  # fmt: skip
+    sibling = Tracker(tracker.uri, prepared.suite.name, prepared.request.output / "artifacts")
+    name = f"{run.info.run_name}-{rule}"
+    sibling.start(name, params, {**tags, SAME_TRAINING: own})
+    try:
+        sibling.metrics(values)
+        if failed := not_learned(results):
+            sibling.tags({NOT_LEARNED: "; ".join(failed)[:5000]})
+        sibling.artifact(dataclasses.asdict(train) | prepared.method_config.flat(), "config.json")
+        sibling.artifact(prepared.plan.to_dict(), "plan.json")
+        sibling.artifact(
+            {
+                "run_id": sibling.run_id, "method": prepared.request.method,
+                "setting": prepared.plan.setting, "suite": prepared.plan.suite,
+                "seed": prepared.request.seed, "same_training": own, "metrics": values,
+                "pairs": [dataclasses.asdict(r) for r in results],
+            },
+            "results.json",
+        )  # fmt: skip
+        folder = checkpoint_folder(prepared.request.output, sibling.run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        for model in prepared.plan.models:  # its weights, kept where a run keeps its own
+            path = checkpoint_folder(prepared.request.output, own) / f"{model.name}.safetensors"
+            shutil.copyfile(rule_weights(path, rule), folder / path.name)
+    except BaseException as error:
+        sibling.tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+        sibling.end("FAILED")
+        raise
+    sibling.end()
+    return sibling.run_id
 
 
 def build_model(
@@ -951,6 +1036,11 @@ def _train(
     main = distributed.current().main
     pairs = [*plan.train, *(plan.mlm if prepared.method_config.mlm else ())]
     rule, oracle = prepared.train.selection, prepared.oracle.get(plan.name, ())
+    rules = (rule, *prepared.train.also_rules)
+
+    def weights(name: str) -> Path:  # where a rule's weights go: the run's own at `path`
+        return path if name == rule else rule_weights(path, name)
+
     average = Average(path.parent, plan.name)
     loop = Loop(plan.name)
     if resumed is not None:
@@ -966,11 +1056,11 @@ def _train(
             _oracle_point(prepared, plan, model, collator, tracker, step, loop) if oracle else None
         )
         with interrupts.deferred():  # the weights kept and the loop's record change together
-            if rule == "average":
+            if "average" in rules:
                 loop.points = average.add(model, loop.points)
             if loop.best is None or score > loop.best:
-                if rule == "source-dev":
-                    _save(model, path)
+                if "source-dev" in rules:
+                    _save(model, weights("source-dev"))
                 loop.best = score
             loop.last = score
             loop.curve.append([step, score, target])
@@ -986,16 +1076,25 @@ def _train(
     )  # fmt: skip
     if not main:
         return loop
-    if rule == "source-dev":
-        model.load(str(path))
-    elif rule == "last":
-        _save(model, path)
-        loop.best = loop.last
-    else:  # the average: its own source dev score is the run's selection score
+    scores = {"source-dev": loop.best}
+    if "last" in rules:  # the model holds the last weights now
+        _save(model, weights("last"))
+        scores["last"] = loop.last
+    if "average" in rules:  # its own source dev score is its selection score
         average.apply(model, loop.points)
-        _save(model, path)
-        loop.best = _select(prepared, plan, model, collator, tracker, None, False)
+        _save(model, weights("average"))
+        logged = tracker if rule == "average" else Quiet()
+        scores["average"] = _select(prepared, plan, model, collator, logged, None, False)
+    model.load(str(path))
+    loop.best = scores[rule]
+    loop.rules = {name: scores[name] for name in rules[1:]}
     return loop
+
+
+def rule_weights(path: Path, rule: str) -> Path:
+    """Where a run keeps a model's weights under another selection rule (`also_selection`)
+    until the run of that rule takes them."""
+    return path.with_name(f"{path.stem}.rule-{rule}{path.suffix}")
 
 
 def _save(model: Model, path: Path) -> None:

@@ -8,6 +8,9 @@
   frozen weights are the same at every point and are not stored; Hyper-X averages its
   hypernetwork, not the adapters it generates.
 
+`train.also_selection` tests other rules' weights of the same training, each logged as a run of
+its own (`bench.runner.same_training_run`).
+
 `train.oracle` (`--oracle`) also scores every checkpoint on the dev splits of the target pairs
 that have one. Each target pair then gets the test score of the checkpoint its own dev split
 picks, logged under `oracle/`: an upper bound that reads target data (Keung et al., EMNLP 2020),
@@ -29,8 +32,6 @@ from safetensors.torch import load_file, save_file
 from bench.model import Model
 from bench.settings import EvalPair, ModelPlan
 from bench.suites import Suite
-
-RULES = ("source-dev", "last", "average")
 
 
 def oracle_pairs(model: ModelPlan, suite: Suite) -> tuple[EvalPair, ...]:
@@ -125,8 +126,9 @@ def curve_metrics(name: str, curve: list[list]) -> dict[str, float]:
 
 
 def spare_weights(folder: Path) -> None:
-    """Removes what selection kept while a run trained: the running sums of `average` and the
-    oracle's checkpoints (a finished run keeps only each model's evaluated weights)."""
-    for pattern in ("*.sum-*.safetensors", "*.oracle-*.safetensors"):
+    """Removes what selection kept while a run trained: the running sums of `average`, the
+    oracle's checkpoints and the other rules' weights, which their runs have taken (a finished
+    run keeps only each model's evaluated weights)."""
+    for pattern in ("*.sum-*.safetensors", "*.oracle-*.safetensors", "*.rule-*.safetensors"):
         for path in folder.glob(pattern):
             path.unlink()

@@ -13,6 +13,7 @@ from test_suitefile import two_language_files, two_language_suite
 
 from bench import averaging, report, runner, selection
 from bench.cli import main
+from bench.tracking import input_params
 
 # evaluation points at 10, 20 and 30 labelled steps
 TINY = {"eval_cap": 40, "eval_every": 10}
@@ -91,6 +92,61 @@ def test_average_and_last_keep_the_weights_they_name(tmp_path, points, rule):
         assert any(not torch.equal(kept[n], points[-1][n]) for n in kept)
     folder = runner.checkpoint_folder(tmp_path, result.run_id)
     assert [p.name for p in folder.iterdir()] == ["all.safetensors"]  # the sums are gone
+
+
+def test_other_rules_test_the_same_training_as_the_runs_of_those_rules(tmp_path, capsys):
+    assert main(["run", "--method", "dummy", "--selection", "source-dev,last,last"]) == 2
+    assert "'last' is not a rule other than the run's own" in capsys.readouterr().err
+    result = tiny_run(tmp_path / "one", train={**TINY, "also_selection": "last,average"})
+    client = MlflowClient(result.tracking_uri)
+    runs = client.search_runs([result.experiment_id])
+    siblings = {r.data.params["train.selection"]: r for r in runs if r.info.run_id != result.run_id}
+    assert set(siblings) == {"last", "average"} and len(runs) == 3
+    own = client.get_run(result.run_id).data
+    for rule, sibling in siblings.items():
+        alone = tiny_run(tmp_path / rule, train={**TINY, "selection": rule})
+        assert sibling.info.status == "FINISHED"
+        assert sibling.data.tags["same_training"] == result.run_id
+        # the params of a run asked for this rule alone, and its every score
+        asked = MlflowClient(alone.tracking_uri).get_run(alone.run_id).data.params
+        assert input_params(sibling.data.params) == input_params(asked)
+        for key, value in alone.metrics.items():
+            if key.startswith(("eval/", "reference/", "select/score")):
+                assert sibling.data.metrics[key] == pytest.approx(value), key
+        # the training's cost, which it shares
+        for key in ("budget/labelled_steps", "budget/train_flops", "time/train_s"):
+            assert sibling.data.metrics[key] == own.metrics[key]
+        kept = runner.checkpoint_folder(tmp_path / "one", sibling.info.run_id) / "all.safetensors"
+        assert load_file(str(kept)).keys() == _kept(tmp_path / rule, alone).keys()
+        assert report.label(sibling) == f"dummy [{rule}]"
+    scores = [k for k in result.metrics if k.startswith("eval/")]  # not the run's own weights
+    assert any(siblings["average"].data.metrics[k] != result.metrics[k] for k in scores)
+    folder = runner.checkpoint_folder(tmp_path / "one", result.run_id)
+    assert [p.name for p in folder.iterdir()] == ["all.safetensors"]
+
+
+def test_a_run_interrupted_between_its_rules_runs_logs_the_rest_when_resumed(tmp_path, monkeypatch):
+    logged = runner.same_training_run
+
+    def interrupted(prepared, tracker, rule, *args):
+        if rule == "average":
+            raise KeyboardInterrupt
+        return logged(prepared, tracker, rule, *args)
+
+    monkeypatch.setattr(runner, "same_training_run", interrupted)
+    train = {**TINY, "also_selection": "last,average"}
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(tmp_path, train=train)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = [client.get_experiment_by_name("demo").experiment_id]
+    (stopped,) = [r for r in client.search_runs(experiment) if "same_training" not in r.data.tags]
+    assert stopped.info.status == "KILLED"
+    monkeypatch.setattr(runner, "same_training_run", logged)
+    result = tiny_run(tmp_path, train=train, resume=stopped.info.run_id)
+    runs = client.search_runs(experiment)
+    rules = sorted(r.data.params["train.selection"] for r in runs)
+    assert rules == ["average", "last", "source-dev"]  # the last rule's run logged once
+    assert all(r.info.status == "FINISHED" for r in runs) and result.run_id == stopped.info.run_id
 
 
 def test_the_oracle_is_logged_apart_and_changes_no_zero_shot_number(tmp_path):
