@@ -164,8 +164,13 @@ def _cuda_devices() -> list[str]:
 
 
 def _on_device(device: str | None, function: Callable, item: Any) -> Any:
+    from bench import interrupts
+
     if device is not None:  # before CUDA starts in this fresh process
         os.environ["CUDA_VISIBLE_DEVICES"] = device
+    # `kill`, a session's end: as in `bench run`, a checkpoint and KILLED, which --reuse resumes,
+    # rather than a run left RUNNING
+    interrupts.stop_on_sigterm()
     return function(item)
 
 

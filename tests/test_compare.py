@@ -1,7 +1,14 @@
 """`bench compare` runs a grid in fresh processes and tabulates it; `bench perf` times Hyper-X."""
 
+import contextlib
 import dataclasses
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -64,6 +71,44 @@ def test_reuse_resumes_an_interrupted_grid_run_from_its_checkpoint(tmp_path, cap
     assert run.info.run_id == stopped.info.run_id and run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "select/all/score")]
     assert steps[0] == 2 and steps[-1] == 4  # selected before the stop, and after the resume
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # the parent's pid
+                found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the grid's run process in /proc")
+def test_a_grid_run_stopped_by_sigterm_is_checkpointed_and_resumed_by_reuse(tmp_path):
+    out = tmp_path / "runs"
+    args = [sys.executable, "-m", "bench", "compare", "--methods", "dummy", "--seeds", "1"]
+    args += ["--max-steps", "3000", "--set", "train.eval_every=5", "--output", str(out)]
+    args += ["--report", str(tmp_path / "compare.md")]
+    grid = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the run has a checkpoint
+        time.sleep(1)
+        if (out / "mlflow.db").exists() and client.get_experiment_by_name("demo"):
+            runs = client.search_runs([client.get_experiment_by_name("demo").experiment_id])
+            if runs and "checkpoint" in runs[0].data.tags:
+                break
+    workers = [p for p in _children(grid.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline")
+               .read_text(errors="replace")]  # fmt: skip
+    assert workers, "no run process found"
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    _, err = grid.communicate(timeout=120)
+    assert grid.returncode == 130 and "--reuse" in err, err[-2000:]
+    (stopped,) = client.search_runs([client.get_experiment_by_name("demo").experiment_id])
+    # checkpointed and KILLED, as `bench run` is: what --reuse resumes (the test above)
+    assert stopped.info.status == "KILLED", stopped.data.tags
+    assert "--resume" in stopped.data.tags["stopped"]
 
 
 def test_learning_curves_run_the_grid_at_each_budget_and_plot_it(tmp_path, capsys):
