@@ -742,7 +742,8 @@ def same_training_run(
     run = client.get_run(own)
     train = dataclasses.replace(prepared.train, selection=rule, also_selection="")
     params = {**run.data.params, **{k: param_text(v) for k, v in train.flat().items()}}
-    tags = {k: v for k, v in run.data.tags.items() if not k.startswith(("mlflow.", "checkpoint"))}
+    own_tags = ("mlflow.", "checkpoint", "stopped", "resumed", NOT_LEARNED)  # its own, if any
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith(own_tags)}
     results = [PairResult(**r) for r in done["pairs"]]
     scores = summarize(results)
     main = summarize(tested)

@@ -13,7 +13,7 @@ from test_suitefile import two_language_files, two_language_suite
 
 from bench import averaging, report, runner, selection
 from bench.cli import main
-from bench.tracking import input_params
+from bench.tracking import NOT_LEARNED, input_params
 
 # evaluation points at 10, 20 and 30 labelled steps
 TINY = {"eval_cap": 40, "eval_every": 10}
@@ -108,8 +108,9 @@ def test_other_rules_test_the_same_training_as_the_runs_of_those_rules(tmp_path,
         assert sibling.info.status == "FINISHED"
         assert sibling.data.tags["same_training"] == result.run_id
         # the params of a run asked for this rule alone, and its every score
-        asked = MlflowClient(alone.tracking_uri).get_run(alone.run_id).data.params
-        assert input_params(sibling.data.params) == input_params(asked)
+        asked = MlflowClient(alone.tracking_uri).get_run(alone.run_id).data
+        assert input_params(sibling.data.params) == input_params(asked.params)
+        assert sibling.data.tags.get(NOT_LEARNED) == asked.tags.get(NOT_LEARNED)  # its own
         for key, value in alone.metrics.items():
             if key.startswith(("eval/", "reference/", "select/score")):
                 assert sibling.data.metrics[key] == pytest.approx(value), key
