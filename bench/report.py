@@ -423,7 +423,12 @@ def _group(runs: list, baseline: str) -> list[MethodRuns]:
     for run in sorted(runs, key=lambda r: r.info.start_time):
         by_method[label(run)].append(run)
     methods = []
-    for name in sorted(by_method, key=lambda m: (m != baseline, m)):
+
+    def order(name: str) -> tuple:  # the baseline's rows first; a method's rows together:
+        base = name.partition(" [")[0]  # `adapter`, `adapter [last]`, ..., `adapter (mlm)`
+        return (base != baseline.partition(" [")[0], name != baseline, base, name)
+
+    for name in sorted(by_method, key=order):
         configs: dict[tuple, list] = defaultdict(list)
         for run in by_method[name]:
             params = input_params(run.data.params).items()  # the seeds of one configuration:
