@@ -254,6 +254,7 @@ class Report:
     excluded: list[str]  # runs not counted at all, one line each
     estimates: dict[tuple[str, str], Estimate]  # (method, "task/language" or task) ->
     differences: dict[tuple[str, str], Difference | None]  # against the baseline; None: unpaired
+    rules: dict[tuple[str, str], Difference | None]  # a rule's row against its source-dev row
     mismatch: float  # the largest |recomputed - logged| score over every run and pair
     # zero-text: each language without text -> (its typologically nearest source, the distance)
     no_text: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
@@ -311,10 +312,10 @@ def build(
     runs, excluded = _find_runs(client, uri, suite.name, setting, extra_filter)
     methods = _group(runs, baseline)
     mismatch = max(_load_samples(client, method, suite) for method in methods)
-    estimates, differences = intervals(methods, baseline, replicates)
+    estimates, differences, rules = intervals(methods, baseline, replicates)
     return Report(
         suite.name, setting, uri, extra_filter, baseline, replicates, methods, excluded,
-        estimates, differences, mismatch, _nearest_sources(suite, methods) if setting ==
+        estimates, differences, rules, mismatch, _nearest_sources(suite, methods) if setting ==
         ZERO_TEXT else {},
     )  # fmt: skip
 
@@ -500,11 +501,16 @@ def _results(client: MlflowClient, run, folder: str) -> dict:
 
 def intervals(
     methods: list[MethodRuns], baseline: str, replicates: int
-) -> tuple[dict[tuple[str, str], Estimate], dict[tuple[str, str], Difference | None]]:
+) -> tuple[
+    dict[tuple[str, str], Estimate],
+    dict[tuple[str, str], Difference | None],
+    dict[tuple[str, str], Difference | None],
+]:
     """Per method and target pair (and task: the mean over its pairs), the score's interval; per
-    other method, its difference from the baseline. One replicate draws each pair's examples
-    again, independently of the other pairs, and applies the draw to every seed and method
-    evaluated on those examples."""
+    other method, its difference from the baseline; per selection rule's row (`adapter
+    [average]`), its difference from its own method's source-dev row (`adapter`). One replicate
+    draws each pair's examples again, independently of the other pairs, and applies the draw to
+    every seed and method evaluated on those examples."""
     rng = np.random.default_rng(0)
     draws: dict[tuple[str, str], np.ndarray] = {}
     points: dict[tuple[str, str], float] = {}
@@ -523,19 +529,45 @@ def intervals(
             draws[(m.name, task)] = np.mean([draws[k] for k in scope], axis=0)
             points[(m.name, task)] = statistics.fmean(points[k] for k in scope)
     estimates = {key: Estimate.of(points[key], draws[key]) for key in draws}
-    base = next((m for m in methods if m.name == baseline), None)
-    differences: dict[tuple[str, str], Difference | None] = {}
-    for m in [m for m in methods if base and m is not base]:
+    by_name = {m.name: m for m in methods}
+
+    def against(m: MethodRuns, other: MethodRuns) -> dict[tuple[str, str], Difference | None]:
+        found: dict[tuple[str, str], Difference | None] = {}
         for key in [k for k in draws if k[0] == m.name]:
             scope = key[1]
-            golds = [{p: s.gold for p, s in x.samples.items() if _in(p, scope)} for x in (m, base)]
+            golds = [{p: s.gold for p, s in x.samples.items() if _in(p, scope)} for x in (m, other)]
             if golds[0] != golds[1]:  # not the same pairs on the same examples
-                differences[key] = None
+                found[key] = None
                 continue
-            differences[key] = Difference.of(
-                points[key] - points[(baseline, scope)], draws[key] - draws[(baseline, scope)]
-            )
-    return estimates, differences
+            theirs = (other.name, scope)
+            found[key] = Difference.of(points[key] - points[theirs], draws[key] - draws[theirs])
+        return found
+
+    base = by_name.get(baseline)
+    differences: dict[tuple[str, str], Difference | None] = {}
+    rules: dict[tuple[str, str], Difference | None] = {}
+    for m in methods:
+        if base and m is not base:
+            differences |= against(m, base)
+        if (rule := rule_of(m.name)) and rule[0] in by_name:
+            rules |= against(m, by_name[rule[0]])
+    return estimates, differences, rules
+
+
+RULES = ("last", "average", "run average")  # the bracketed words of `label` that name a rule
+
+
+def rule_of(name: str) -> tuple[str, str] | None:
+    """A row that tests other weights of a method's trainings than its source-dev choice
+    (`adapter (mlm) [average, bf16]`): that method's own row (`adapter (mlm) [bf16]`) and the
+    rule (`average`); None for a source-dev row."""
+    base, _, rest = name.partition(" [")
+    words = rest.removesuffix("]").split(", ") if rest else []
+    rules = [w for w in words if w in RULES]
+    if not rules:
+        return None
+    others = [w for w in words if w not in RULES]
+    return base + (f" [{', '.join(others)}]" if others else ""), ", ".join(rules)
 
 
 def _runs(count: int) -> str:
@@ -639,6 +671,9 @@ def render(report: Report, command: str, figure_names: Mapping[str, str]) -> str
             "",
         ]
         lines += _differences_table(r, tasks)
+    if r.rules:
+        lines += ["", "## Selection rules", "", *RULES_TEXT, ""]
+        lines += _rules_table(r, tasks)
     if any(m.values(f"oracle/{t}/avg_target") for m in r.methods for t in tasks):
         lines += ["", ORACLE_HEADING, "", *ORACLE_TEXT, ""]
         lines += _oracle_table(r, tasks)
@@ -711,6 +746,41 @@ def _oracle_table(r: Report, tasks: list[str]) -> list[str]:
             _mean(_per_model(m, "selection_gap"), ".1f"),
         ]
         lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+RULES_TEXT = [
+    "The weights each row tests, of the same trainings: a method's own row tests the checkpoint",
+    "with the best source dev score (*source-dev*); *last* the final weights; *average* the",
+    "uniform average of the weights at every evaluation point (Schmidt et al., 2023); *run",
+    "average* one model averaged from the seeds' weights. Average target score, mean ± sd over",
+    "seeds (one model for a run average), then in parentheses the paired difference from the",
+    "method's source-dev row and its interval, on the same resampled examples (≈ where the",
+    "interval includes 0). None of these reads target labels; the oracle below does.",
+]
+
+
+def _rules_table(r: Report, tasks: list[str]) -> list[str]:
+    header = ["method", "rule", *[f"{t} {r.metric(t)} (avg target)" for t in tasks]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    by_name = {m.name: m for m in r.methods}
+    bases = [m for m in r.methods if any(rule_of(n) and rule_of(n)[0] == m.name for n in by_name)]
+    for base in bases:
+        rows = [(base, "source-dev")]
+        rows += [
+            (m, rule[1]) for m in r.methods if (rule := rule_of(m.name)) and rule[0] == base.name
+        ]
+        for m, rule in rows:
+            row = [f"`{base.name}`" if m is base else "", rule]
+            for task in tasks:
+                text = mean_sd(m.values(f"eval/{task}/avg_target"))
+                if m is base and (estimate := r.estimates.get((m.name, task))):
+                    text += f" {_interval(estimate)}"
+                elif (d := r.rules.get((m.name, task))) is not None:
+                    sign = "≈ " if d.verdict == "not distinguishable" else ""
+                    text += f" ({sign}{d.estimate.point:+.1f} {_interval(d.estimate)})"
+                row.append(text)
+            lines.append("| " + " | ".join(row) + " |")
     return lines
 
 

@@ -139,7 +139,7 @@ def test_paired_bootstrap_win_rate_and_verdicts():
         MethodRuns("better", [], [], {"ner/x": _sample(gold, gold)}),
         MethodRuns("elsewhere", [], [], {"ner/x": _sample(gold[:-1], noisy[:-1])}),
     ]
-    estimates, differences = report.intervals(methods, "base", 1000)
+    estimates, differences, _ = report.intervals(methods, "base", 1000)
     same, better = differences[("same", "ner")], differences[("better", "ner/x")]
     assert same.win_rate == 0.5 and same.verdict == "not distinguishable"
     assert same.estimate.point == same.estimate.low == same.estimate.high == 0.0
@@ -148,6 +148,28 @@ def test_paired_bootstrap_win_rate_and_verdicts():
     assert estimates[("better", "ner")].point == 100.0
     again = report.intervals(methods, "base", 1000)[0]
     assert again[("base", "ner")] == estimates[("base", "ner")]  # seeded: reproducible
+
+
+def test_a_selection_rule_is_paired_with_its_own_method_not_the_baseline():
+    assert report.rule_of("adapter (mlm) [average, bf16]") == ("adapter (mlm) [bf16]", "average")
+    assert report.rule_of("hyperx [run average]") == ("hyperx", "run average")
+    assert report.rule_of("hyperx [bf16]") is None and report.rule_of("adapter (mlm)") is None
+    rng = np.random.default_rng(2)
+    gold = [["B-PER", "I-PER", "O"] if rng.random() < 0.6 else ["O"] * 3 for _ in range(200)]
+    worse = [[t if rng.random() < 0.5 else "O" for t in sentence] for sentence in gold]
+    methods = [
+        MethodRuns("base", [], [], {"ner/x": _sample(gold, worse)}),
+        MethodRuns("lora", [], [], {"ner/x": _sample(gold, gold)}),
+        MethodRuns("lora [average]", [], [], {"ner/x": _sample(gold, worse)}),
+        MethodRuns("lora [last]", [], [], {"ner/x": _sample(gold, gold)}),
+    ]
+    _, differences, rules = report.intervals(methods, "base", 500)
+    assert set(rules) == {
+        (n, s) for n in ("lora [average]", "lora [last]") for s in ("ner", "ner/x")
+    }
+    assert rules[("lora [average]", "ner")].verdict == "worse"  # against `lora`, not `base`
+    assert differences[("lora [average]", "ner")].estimate.point == 0.0
+    assert rules[("lora [last]", "ner")].estimate.point == 0.0
 
 
 def test_sweep_runs_and_an_older_configuration_are_left_out_and_said(written, built):
