@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterable
 
 from bench.errors import BenchError
-from bench.settings import EvalPair, ModelPlan, Plan, TrainPair
+from bench.settings import EvalPair, ModelPlan, Plan, TrainPair, oracle_pairs
 from bench.suites import Suite
 from bench.task import Kind
 
@@ -219,8 +219,6 @@ def render(plan: Plan, suite: Suite, train) -> str:
     """What `bench plan` prints: every overlap by content (with the target dev splits the
     oracle would score), what `train.deduplicate` leaves out of training, and a refusal over
     `LIMIT` (then the exit code is 2)."""
-    from bench.selection import oracle_pairs
-
     oracle = {m.name: oracle_pairs(m, suite) for m in plan.models}
     found = overlaps(plan, suite, oracle)
 

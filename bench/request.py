@@ -14,7 +14,7 @@ from bench import plugins as load_plugins
 from bench.config import TrainConfig
 from bench.errors import BenchError
 from bench.method import METHODS, Method, MethodConfig, variant
-from bench.settings import SETTINGS, Plan, check_read
+from bench.settings import SETTINGS, Plan, check_read, oracle_pairs
 from bench.suites import Suite
 
 
@@ -91,6 +91,8 @@ def examples(suite: Suite, plan: Plan, train: TrainConfig) -> list[tuple[str, st
     for model in plan.models:
         groups = [("train", model.train), ("mlm", model.mlm)]
         groups += [("selection", model.selection), ("eval", model.eval)]
+        if train.oracle:  # the target dev splits the oracle scores, capped as selection is
+            groups.append(("oracle", oracle_pairs(model, suite)))
         for role, items in groups:
             for item in items:
                 total = len(suite.task(item.pair.task).load(item.pair.language, item.split))
@@ -100,10 +102,10 @@ def examples(suite: Suite, plan: Plan, train: TrainConfig) -> list[tuple[str, st
                 else:
                     dropped = set(item.exclude)
                     kept = [i for i in range(total) if i not in dropped]
-                    cap = train.selection_cap if role == "selection" else train.eval_cap
+                    cap = train.eval_cap if role == "eval" else train.selection_cap
                 kept = kept[:cap]
                 label = f"{item.pair}@{item.split}{_slice(kept, total)}"
-                if role == "eval":
+                if role in ("eval", "oracle"):
                     label += f" ({item.role})"
                 rows.append((model.name, role, label, len(kept)))
     return rows

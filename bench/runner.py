@@ -49,8 +49,8 @@ from bench.model import Model, count_parameters
 from bench.references import References
 from bench.request import Request, check_sources, resolve
 from bench.resources import Stopwatch, messages_once, peak_gpu_mb, peak_rss_mb, reset_peaks
-from bench.selection import Average, curve_metrics, oracle_pairs, spare_weights
-from bench.settings import EvalPair, ModelPlan, Pair, Plan, TrainPair
+from bench.selection import Average, curve_metrics, spare_weights
+from bench.settings import EvalPair, ModelPlan, Pair, Plan, TrainPair, oracle_pairs
 from bench.suites import Suite
 from bench.task import Kind
 from bench.tracking import (

@@ -30,17 +30,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bench.model import Model
-from bench.settings import EvalPair, ModelPlan
-from bench.suites import Suite
-
-
-def oracle_pairs(model: ModelPlan, suite: Suite) -> tuple[EvalPair, ...]:
-    """The dev splits of the model's target pairs, where they have one."""
-    return tuple(
-        EvalPair(e.pair, "dev", "target")
-        for e in model.eval
-        if e.role == "target" and "dev" in suite.task(e.pair.task).source.splits(e.pair.language)
-    )
 
 
 def trainable_state(model: Model) -> dict[str, torch.Tensor]:

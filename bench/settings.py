@@ -115,6 +115,15 @@ class Plan:
         return "\n".join(lines)
 
 
+def oracle_pairs(model: ModelPlan, suite: Suite) -> tuple[EvalPair, ...]:
+    """The dev splits of the model's target pairs, where they have one."""
+    return tuple(
+        EvalPair(e.pair, "dev", "target")
+        for e in model.eval
+        if e.role == "target" and "dev" in suite.task(e.pair.task).source.splits(e.pair.language)
+    )
+
+
 def _train_label(t: TrainPair) -> str:
     extra = f" ({len(t.indices)} of {t.split})" if t.indices is not None else ""
     extra += f" ({len(t.exclude)} left out: evaluated)" if t.exclude else ""

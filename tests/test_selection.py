@@ -150,6 +150,17 @@ def test_a_run_interrupted_between_its_rules_runs_logs_the_rest_when_resumed(tmp
     assert all(r.info.status == "FINISHED" for r in runs) and result.run_id == stopped.info.run_id
 
 
+def test_plan_lists_the_target_dev_splits_the_oracle_scores_only_when_it_is_on(capsys):
+    assert main(["plan", "--setting", "mixed"]) == 0
+    assert "  oracle " not in capsys.readouterr().out
+    assert main(["plan", "--setting", "mixed", "--set", "train.oracle=true"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    oracle = [row[1] for row in rows if row[:1] == ["oracle"]]
+    # the demo's targets with a dev split (5 NER, 5 POS, 6 NLI), never a source's
+    assert len(oracle) == 16 and all(p.endswith("@dev") for p in oracle), oracle
+    assert "ner/qac@dev" in oracle and "ner/qaa@dev" not in oracle
+
+
 def test_the_oracle_is_logged_apart_and_changes_no_zero_shot_number(tmp_path):
     plain = tiny_run(tmp_path / "plain", train=TINY)
     oracle = tiny_run(tmp_path / "oracle", train={**TINY, "oracle": True})
