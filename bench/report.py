@@ -232,7 +232,9 @@ class MethodRuns:
 
     @property
     def streams(self) -> tuple[str, ...]:
-        return tuple(r.data.params.get(STREAM_PARAM, "") for r in self.runs)
+        """Its runs' labelled-stream digests, by seed; a run average's are its seeds' (logged
+        joined by `+`), so that it shares the batches its seeds trained on."""
+        return tuple(s for r in self.runs for s in r.data.params.get(STREAM_PARAM, "").split("+"))
 
     def values(self, key: str) -> list[float]:
         return [r.data.metrics[key] for r in self.runs if key in r.data.metrics]

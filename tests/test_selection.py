@@ -282,3 +282,6 @@ def test_compare_adds_a_run_average_row_and_reuses_it(tmp_path):
         torch.testing.assert_close(value.double(), mean, rtol=1e-6, atol=1e-7)
     assert main(args) == 0  # with --reuse, nothing runs again
     assert len(client.search_runs([experiment])) == 3
+    written = tmp_path / "report.md"  # the average trained on its seeds' batches, no others
+    assert main(["report", "--output", str(out), "--report", str(written)]) == 0
+    assert "Compared: the same labelled batches;" in written.read_text()
