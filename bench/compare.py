@@ -153,7 +153,17 @@ def tune(
             sum(r.state == "PRUNED" for r in rows), best.number, best.value, best.params,
             tuple(sweep.at_edge(spec.space, best.params)),
         )  # fmt: skip
+        print(f"tuned {entry.label}: best trial {best.number} ({best.value:.4g}): "
+              f"{exact_values(tuned[entry.label])}", flush=True)  # fmt: skip
     return tuned
+
+
+def exact_values(tuned: Tuned) -> str:
+    """A study's best values as the flags that pass them to a grid without tuning."""
+    method = [f"{k.partition('.')[2]}={v!r}" for k, v in sorted(tuned.values.items())
+              if k.startswith("method.")]  # fmt: skip
+    train = [f"--set {k}={v!r}" for k, v in sorted(tuned.values.items()) if k.startswith("train.")]
+    return " ".join([":" + ":".join(method)] * bool(method) + train)
 
 
 def tuned_entry(entry: Entry, tuned: Tuned | None) -> tuple[Entry, dict]:
@@ -551,6 +561,14 @@ def _tuning(tuned: dict[str, Tuned]) -> list[str]:
             f"| `{label}` | `{t.study}` | {t.setting} | {t.trials} ({t.complete}, {t.pruned}) "
             f"| {t.best_trial} | {t.best_score:.1f} | {values}{' †' * bool(t.edges)} |"
         )
+    lines += [
+        "",
+        "The exact values, to run a grid with them and no tuning: append the `:KEY=VALUE` part",
+        "to the method's `--methods` entry and pass the `--set` flags (one command per method",
+        "when their train values differ).",
+        "",
+    ]
+    lines += [f"- `{label}`: `{exact_values(t)}`" for label, t in tuned.items()]
     for label, t in tuned.items():
         if t.edges:
             lines.append(f"\n† `{label}`: {'; '.join(t.edges)}; the best may lie beyond it.")
