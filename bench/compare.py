@@ -104,11 +104,12 @@ def _facts(run) -> dict[str, str]:
 
 
 def _request(entry: Entry, setting: str, seed: int, grid: dict) -> runner.Request:
+    train = {**grid["train"], **entry.train}
     return runner.Request(
         method=entry.method, setting=setting, suite=grid["suite"], seed=seed,
         output=grid["output"], method_options=entry.options,
         tracking_uri=grid.get("tracking_uri"),
-        train={k: v for k, v in grid["train"].items() if k not in ignored(grid["train"], setting)},
+        train={k: v for k, v in train.items() if k not in ignored(train, setting)},
         progress=False, plugins=grid["plugins"],  # loaded again in each run's fresh process
     )  # fmt: skip
 
@@ -153,17 +154,17 @@ def tune(
             sum(r.state == "PRUNED" for r in rows), best.number, best.value, best.params,
             tuple(sweep.at_edge(spec.space, best.params)),
         )  # fmt: skip
-        print(f"tuned {entry.label}: best trial {best.number} ({best.value:.4g}): "
-              f"{exact_values(tuned[entry.label])}", flush=True)  # fmt: skip
+        given = "".join(f":{k}={v}" for k, v in entry.options.items())
+        print(f"tuned {entry.label}: best trial {best.number} ({best.value:.4g}); without "
+              f"tuning: --methods {entry.method}{given}{exact_values(tuned[entry.label])}",
+              flush=True)  # fmt: skip
     return tuned
 
 
 def exact_values(tuned: Tuned) -> str:
-    """A study's best values as the flags that pass them to a grid without tuning."""
-    method = [f"{k.partition('.')[2]}={v!r}" for k, v in sorted(tuned.values.items())
-              if k.startswith("method.")]  # fmt: skip
-    train = [f"--set {k}={v!r}" for k, v in sorted(tuned.values.items()) if k.startswith("train.")]
-    return " ".join([":" + ":".join(method)] * bool(method) + train)
+    """A study's best values as the `--methods` entry's tail that passes them to a grid
+    without tuning: `:lr=0.00020547625125911338:train.warmup_ratio=0.178...`."""
+    return "".join(f":{k.removeprefix('method.')}={v!r}" for k, v in sorted(tuned.values.items()))
 
 
 def tuned_entry(entry: Entry, tuned: Tuned | None) -> tuple[Entry, dict]:
@@ -563,9 +564,8 @@ def _tuning(tuned: dict[str, Tuned]) -> list[str]:
         )
     lines += [
         "",
-        "The exact values, to run a grid with them and no tuning: append the `:KEY=VALUE` part",
-        "to the method's `--methods` entry and pass the `--set` flags (one command per method",
-        "when their train values differ).",
+        "The exact values: appended to the method's `--methods` entry, they run a grid with them",
+        "and no tuning.",
         "",
     ]
     lines += [f"- `{label}`: `{exact_values(t)}`" for label, t in tuned.items()]

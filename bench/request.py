@@ -135,11 +135,13 @@ def render_examples(suite: Suite, rows: list[tuple[str, str, str, int]]) -> str:
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One method of a grid: `METHOD` or `METHOD:KEY=VALUE[:KEY=VALUE]` (its own options, such
-    as `adapter:mlm=true`), and the name reports give it (`bench.method.variant`)."""
+    as `adapter:mlm=true`, and `train.KEY=VALUE` values for its runs alone, such as the warmup
+    its study chose), and the name reports give it (`bench.method.variant`)."""
 
     method: str
     options: dict[str, str]
     label: str
+    train: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def parse_methods(text: str, plugins: tuple[Path, ...] = ()) -> list[Entry]:
@@ -149,21 +151,27 @@ def parse_methods(text: str, plugins: tuple[Path, ...] = ()) -> list[Entry]:
     entries = []
     for item in (m.strip() for m in text.split(",") if m.strip()):
         name, *sets = item.split(":")
-        options = {}
+        options, train = {}, {}
         for option in sets:
             key, sep, value = option.partition("=")
-            if not sep or not key:
+            if not sep or not key or key == "train.":
                 raise BenchError(
                     f"--methods entry {item!r} is invalid: expected METHOD or "
-                    "METHOD:KEY=VALUE[:KEY=VALUE], e.g. adapter:mlm=true"
+                    "METHOD:KEY=VALUE[:KEY=VALUE], e.g. adapter:mlm=true or "
+                    "madx:train.warmup_ratio=0.1"
                 )
-            options[key.removeprefix("method.")] = value
+            if key.startswith("train."):
+                train[key.removeprefix("train.")] = value
+            else:
+                options[key.removeprefix("method.")] = value
         method = METHODS.get(name)
         config = method.Config().with_values(options)
+        TrainConfig().with_values(train)  # checked here: one line naming the bad key or value
         label = variant(method, config)
-        if others := sorted(set(options) - {"mlm", *method.variant_options}):
-            label += " [" + ", ".join(f"{k}={options[k]}" for k in others) + "]"
-        entries.append(Entry(name, options, label))
+        shown = {**options, **{f"train.{k}": v for k, v in train.items()}}
+        if others := sorted(set(shown) - {"mlm", *method.variant_options}):
+            label += " [" + ", ".join(f"{k}={shown[k]}" for k in others) + "]"
+        entries.append(Entry(name, options, label, train))
     labels = [e.label for e in entries]
     if not entries or len(set(labels)) < len(labels):
         twice = sorted({x for x in labels if labels.count(x) > 1}) or ["(none given)"]

@@ -153,15 +153,17 @@ def test_compare_tunes_every_method_equally_then_runs_the_grid_with_the_best(tmp
     assert {r.data.tags["variant"] for r in grid} == {"dummy", "dummy (mlm)"}
     text = (tmp_path / "reports" / "demo" / "compare-mixed.md").read_text()
     assert "## Tuning" in text and "| `dummy (mlm)` | `tune-demo-dummy-mlm-mixed-" in text
-    # the exact values, as flags: a grid given them runs with the study's best values, unrounded
-    study = optuna.load_study(study_name=grid[0].data.tags["tune.study"], storage=storage)
-    line = next(x for x in text.splitlines() if x.startswith(f"- `{grid[0].data.tags['variant']}`"))
-    flags = line.split("`")[3]
-    options, *sets = flags.split(" --set ")
-    parsed = dict(o.split("=") for o in options.strip(":").split(":"))
-    parsed |= dict(x.split("=") for x in sets)
+    # the exact values, as the entry's tail: the study's best values, unrounded, and so the
+    # same params: the grid given them, untuned, finds the tuned grid's run and trains none
+    (run,) = [r for r in grid if r.data.tags["variant"] == "dummy"]
+    study = optuna.load_study(study_name=run.data.tags["tune.study"], storage=storage)
+    tail = next(x for x in text.splitlines() if x.startswith("- `dummy`: ")).split("`")[3]
+    parsed = dict(o.split("=") for o in tail.strip(":").split(":"))
     best = {k.removeprefix("method."): v for k, v in study.best_trial.params.items()}
     assert {k: float(v) for k, v in parsed.items()} == best
+    before = len(client.search_runs([experiment]))
+    assert main(["compare", "--methods", f"dummy{tail}", "--seeds", "1", *args[7:], "--reuse"]) == 0
+    assert len(client.search_runs([experiment])) == before
     assert "the same labelled batches" in text and "**unequal MLM steps" in text
     # --reuse finds the tuned runs and the finished studies: no new run, no new trial
     assert main([*args, "--reuse"]) == 0

@@ -46,6 +46,23 @@ def test_compare_writes_one_row_per_method_and_setting(tmp_path, capsys):
     assert report.read_text().split("## Budgets")[0].count("| `dummy`") == 2
 
 
+def test_an_entrys_train_values_apply_to_its_runs_alone(tmp_path, capsys):
+    """Methods tuned to different warmups run in one grid: `METHOD:train.KEY=VALUE`."""
+    grid = {"suite": "demo", "output": tmp_path, "train": {"warmup_ratio": 0.1}, "plugins": ()}
+    warm, plain = parse_methods("dummy:train.warmup_ratio=0.25,dummy")
+    assert warm.label == "dummy [train.warmup_ratio=0.25]" and plain.train == {}
+    ratios = [runner.resolve(compare._request(e, "mixed", 0, grid))[3].warmup_ratio
+              for e in (warm, plain)]  # fmt: skip
+    assert ratios == [0.25, 0.1]
+    for bad, says in [("train.warmup=0.1", "unknown option train.warmup"),
+                      ("train.max_steps=many", "train.max_steps")]:  # fmt: skip
+        args = ["compare", "--methods", f"dummy:{bad}", "--output", str(tmp_path / "no")]
+        assert main(args) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert says in line
+    assert not (tmp_path / "no").exists()
+
+
 def test_reuse_resumes_an_interrupted_grid_run_from_its_checkpoint(tmp_path, capsys):
     """A grid run stopped by Ctrl-C (KILLED, checkpointed) continues in the same MLflow run."""
     out = tmp_path / "runs"
