@@ -96,6 +96,19 @@ def test_a_bf16_step_gives_float32_gradients_close_to_fp32s(prepared, model):
         assert torch.nn.functional.cosine_similarity(bf16.flatten(), fp32.flatten(), 0) > 0.95
 
 
+def test_the_mlm_head_computes_in_float32_under_bf16(prepared, model):
+    """A bf16 matmul over a wide vocabulary takes a slow path on the CPU (`bench.heads`): under
+    bf16 autocast the encoder computes in bf16, and the MLM head in float32."""
+    pair = Pair("mlm", prepared.suite.main_source)
+    batch = _batch(prepared, pair)
+    with autocast("bf16", torch.device("cpu")):
+        output = model(batch, pair)
+        assert torch.matmul(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+    masked = int((batch["labels"] != -100).sum())
+    assert output.logits.shape == (masked, len(prepared.tokenizer)) and masked > 0
+    assert output.logits.dtype == torch.float32 and output.loss.dtype == torch.float32
+
+
 def test_languages_get_different_adapters(prepared, model):
     a = model.generate(Pair("pos", "qaa"))
     b = model.generate(Pair("pos", "qad"))
