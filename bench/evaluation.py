@@ -6,6 +6,7 @@ import dataclasses
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -30,6 +31,18 @@ class PairResult:
     references: dict[str, float]
     predictions: list  # per example: a label, or a list of labels (one per word)
     gold: list
+
+
+def cpu_flags() -> str:
+    """The CPU's bfloat16 features (avx512_bf16, amx_bf16), as the kernel lists them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = next(
+        (line.split(":")[1].split() for line in cpuinfo.read_text().splitlines()
+         if line.startswith("flags")),
+        [],
+    ) if cpuinfo.exists() else []  # fmt: skip
+    found = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return ", ".join(found) or "none"
 
 
 def autocast(precision: str, device: torch.device) -> torch.autocast:

@@ -16,7 +16,7 @@ import torch
 
 from bench import runner
 from bench.data import Collator, PairSampler
-from bench.evaluation import autocast, predict, scored
+from bench.evaluation import autocast, cpu_flags, predict, scored
 from bench.metrics import METRICS
 from bench.perf import machine
 from bench.runner import Request, data_key, make_optimizer
@@ -38,18 +38,6 @@ class Figures:
     score_gap: float  # the largest difference of a pair's score between the precisions, points
     labels: dict[str, tuple[int, int]]  # task -> (labels fp32 predicted anywhere, of its labels)
     batch: tuple[int, float]  # training batch: examples, mean tokens
-
-
-def cpu_flags() -> str:
-    """The CPU's bfloat16 features (avx512_bf16, amx_bf16), as the kernel lists them."""
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = next(
-        (line.split(":")[1].split() for line in cpuinfo.read_text().splitlines()
-         if line.startswith("flags")),
-        [],
-    ) if cpuinfo.exists() else []  # fmt: skip
-    found = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return ", ".join(found) or "none"
 
 
 def measure(suite: str, method: str, *, steps: int, repeats: int, output: Path) -> Figures:

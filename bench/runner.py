@@ -42,7 +42,14 @@ from bench.checkpoint import Checkpoint, Checkpoints, restore, training_state
 from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
 from bench.errors import BenchError, Stopped, TrainingError
-from bench.evaluation import PairResult, autocast, evaluate, not_learned, summarize
+from bench.evaluation import (
+    PairResult,
+    autocast,
+    cpu_flags,
+    evaluate,
+    not_learned,
+    summarize,
+)
 from bench.heads import IGNORE, MlmHeadModel
 from bench.method import Backbone, Method, MethodConfig, Stage, variant
 from bench.model import Model, count_parameters
@@ -103,6 +110,18 @@ class RunResult:
     pairs: list[PairResult]
     metrics: dict[str, float]
     notes: dict[str, str] = dataclasses.field(default_factory=dict)  # Model.language_notes
+
+
+SLOW_BF16_TAG = "warning.slow_bf16"
+
+
+def emulated_bf16(precision: str, device: torch.device) -> str:
+    """Why bf16 will be slow here, or "": a CPU without bfloat16 instructions emulates its
+    matmuls (on an AMD EPYC without them, an MLM-head step took 3 times fp32's)."""
+    if precision != "bf16" or device.type != "cpu" or cpu_flags() != "none":
+        return ""
+    return ("train.precision=bf16 on a CPU without bfloat16 instructions (avx512_bf16, amx_bf16): "
+            "its matmuls are emulated, slower than fp32's; --set train.precision=fp32")  # fmt: skip
 
 
 def prepare(request: Request) -> Prepared:
@@ -388,6 +407,10 @@ def execute(prepared: Prepared) -> RunResult | None:
         **git_state(),
         **request.tags,
     }
+    if slow := emulated_bf16(prepared.train.precision, prepared.device):
+        tags[SLOW_BF16_TAG] = slow
+        if group.main:
+            print(f"warning: {slow}", file=sys.stderr, flush=True)
     name = tags.get("mlflow.runName") or f"{request.method}-{plan.setting}-s{request.seed}"
     try:
         with interrupts.deferred():  # a run is never created without the handling below

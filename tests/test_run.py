@@ -6,9 +6,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
-from bench import runner, tracking
+from bench import evaluation, runner, tracking
 from bench.cli import main
 
 TINY = {"max_steps": 30, "eval_every": 15, "batch_size": 16, "mlm_cap": 200}
@@ -155,6 +156,21 @@ def test_bf16_autocast_is_a_logged_setting_that_changes_the_computation(
     assert run.data.params["train.precision"] == "bf16"
     loss, reference = run.data.metrics["train/all/loss"], logged.data.metrics["train/all/loss"]
     assert loss != reference and loss == pytest.approx(reference, rel=0.05)
+    # on a CPU without bfloat16 instructions, bf16 is emulated: the run says so, and goes on
+    emulated = evaluation.cpu_flags() == "none"
+    assert ("warning.slow_bf16" in run.data.tags) == emulated
+    assert ("warning.slow_bf16" in logged.data.tags) is False
+
+
+def test_bf16_on_a_cpu_without_bfloat16_instructions_is_named_slow(monkeypatch):
+    cpu = torch.device("cpu")
+    for flags, precision, says in [("none", "bf16", True), ("avx512_bf16", "bf16", False),
+                                   ("none", "fp32", False)]:  # fmt: skip
+        monkeypatch.setattr(runner, "cpu_flags", lambda flags=flags: flags)
+        line = runner.emulated_bf16(precision, cpu)
+        assert bool(line) == says
+        assert not line or ("avx512_bf16" in line and "train.precision=fp32" in line)
+    assert runner.emulated_bf16("bf16", torch.device("meta")) == ""  # not a CPU: not ours to say
 
 
 def test_a_new_store_is_a_copy_of_an_empty_one_mlflow_made(tmp_path, monkeypatch):
