@@ -409,8 +409,7 @@ def execute(prepared: Prepared) -> RunResult | None:
     }
     if slow := emulated_bf16(prepared.train.precision, prepared.device):
         tags[SLOW_BF16_TAG] = slow
-        if group.main:
-            print(f"warning: {slow}", file=sys.stderr, flush=True)
+        print(f"warning: {slow}", file=sys.stderr, flush=True)  # process 0 alone gets here
     name = tags.get("mlflow.runName") or f"{request.method}-{plan.setting}-s{request.seed}"
     try:
         with interrupts.deferred():  # a run is never created without the handling below
