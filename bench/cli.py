@@ -366,6 +366,21 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--output", type=Path, default=Path("bench-runs"))
     transfer.add_argument("--report", type=Path, help="where to write (default: reports/demo/)")
 
+    export = commands.add_parser(
+        "export", help="a suite's finished runs and tuning studies as files (default: "
+        "results/<suite>/), to commit, or to carry to another store with `bench import`",
+    )  # fmt: skip
+    export.add_argument(
+        "--suite", default="demo", help="suite name or suite file suite.toml (default: demo)"
+    )
+    _store_flags(export)
+    export.add_argument("--to", type=Path, help="the folder (default: results/<suite>)")
+    load = commands.add_parser(
+        "import", help="add the runs and studies of a `bench export` folder to a store"
+    )
+    load.add_argument("folder", type=Path, help="a folder `bench export` wrote")
+    _store_flags(load)
+
     ui = commands.add_parser(
         "ui", help="the MLflow UI over the runs of --output (an `mlflow server`, Ctrl-C stops it)"
     )
@@ -374,6 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     return parser
+
+
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=Path, default=Path("bench-runs"), help="the runs' folder")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in --output)")
+    parser.add_argument(
+        "--storage", help="the tuning studies' Optuna storage (default: sqlite in --output)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -524,7 +547,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.interrupts import stop_on_sigterm
     from bench.tracking import hide_password, ui_hint
 
-    slurm = _launch_options(args, sweep.storage_url(request, args.storage))
+    slurm = _launch_options(args, sweep.storage_url(request.output, args.storage))
     spec = sweep.prepare(
         request, trials=args.trials, study=args.study, storage=args.storage,
         space=sweep.parse_space(args.space), prune=not args.no_prune,
@@ -961,6 +984,37 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return _write_report(text, args.report or transfer.REPORT)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench import archive, plugins, suites
+    from bench.sweep import storage_url
+    from bench.tracking import resolve_uri
+
+    plugins.load_builtins()
+    suite = suites.get(args.suite)
+    folder = args.to or Path("results") / suite.name
+    uri = resolve_uri(args.output, args.tracking_uri)
+    storage = storage_url(args.output, args.storage)
+    runs, new, studies = archive.export(uri, storage, suite.name, folder)
+    print(f"exported {runs} runs ({new} new) and {studies} studies of suite {suite.name} "
+          f"to {folder}")  # fmt: skip
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from bench import archive
+    from bench.sweep import storage_url
+    from bench.tracking import resolve_uri
+
+    uri = resolve_uri(args.output, args.tracking_uri)
+    storage = storage_url(args.output, args.storage)
+    read, added, studies, suite = archive.import_folder(
+        args.folder, uri, storage, args.output / "artifacts"
+    )
+    print(f"imported {added} of {read} runs (the rest were there) and {studies} studies of "
+          f"suite {suite} into {uri}")  # fmt: skip
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from bench import ui
 
@@ -1002,5 +1056,7 @@ COMMANDS = {
     "perf": cmd_perf,
     "compare": cmd_compare,
     "report": cmd_report,
+    "export": cmd_export,
+    "import": cmd_import,
     "ui": cmd_ui,
 }

@@ -163,9 +163,9 @@ def at_edge(space: dict[str, BaseDistribution], values: dict[str, Any]) -> list[
     return found
 
 
-def storage_url(request: runner.Request, storage: str | None) -> str:
-    """The study's storage: `--storage`, else a sqlite file in the output folder."""
-    return storage or f"sqlite:///{(request.output / 'optuna.db').resolve()}"
+def storage_url(output: Path, storage: str | None) -> str:
+    """The studies' storage: `--storage`, else a sqlite file in the output folder."""
+    return storage or f"sqlite:///{(output / 'optuna.db').resolve()}"
 
 
 def open_storage(url: str, tracking_uri: str) -> optuna.storages.BaseStorage:
@@ -238,7 +238,7 @@ def prepare(
     prepared = runner.prepare(request)  # names, options, data, backbone, output: all checked
     space = search_space(request, space)
     name = study or f"{prepared.suite.name}-{request.method}-{prepared.plan.setting}"
-    url = storage_url(request, storage)
+    url = storage_url(request.output, storage)
     config = json.dumps(
         {
             "params": {
