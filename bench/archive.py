@@ -7,7 +7,8 @@ folder holds, per run, its info, params, tags, every metric's history and its ar
 `results.json`, `plan.json` and `config.json` that reports read), and the studies in an Optuna
 journal file written by `optuna.copy_study`. Weights and stage caches stay behind: `report`,
 `compare --reuse` and a study's continuation need none of them. A run average of imported seeds
-does need their weights, so export a grid's run averages along with its seeds.
+does need their weights, so export a grid's run averages along with its seeds. A trial that is
+still running is exported failed and queued again with its values: the next machine runs it.
 
 Run ids. MLflow gives an imported run a new id. A folder names each run by its origin id, the id
 it had where it first ran, and so do the run ids inside its tags (a trial's parent study run,
@@ -22,12 +23,15 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from bench.averaging import TAG as AVERAGED_TAG
 from bench.errors import BenchError
@@ -242,6 +246,13 @@ def _write_studies(
         study = optuna.load_study(study_name=name, storage=target)
         parent = study.user_attrs.get(PARENT_ATTR)
         study.set_user_attr(PARENT_ATTR, origins.get(parent, parent))
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # its run is not exported (it resumes from a checkpoint the folder lacks): failed,
+            # and queued again with its values, as a worker that died is (`sweep._Retry`)
+            target.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            with warnings.catch_warnings():  # "experimental" in optuna 5, as in `sweep`
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
     return len(mine) + len(kept)
 
 

@@ -4,6 +4,7 @@ import json
 
 import optuna
 from mlflow import MlflowClient
+from optuna.storages import JournalStorage
 
 from bench.archive import ORIGIN_TAG
 from bench.cli import main
@@ -57,6 +58,15 @@ def test_an_exported_grid_imported_elsewhere_is_reused_whole(tmp_path, monkeypat
     assert main(["export", "--output", str(second), "--to", str(again)]) == 0
     for name, record in records.items():
         assert json.loads((again / "runs" / name / "run.json").read_text()) == record
+
+    # a trial under way when the study is exported is queued again, with its values
+    study = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{first}/optuna.db")
+    running = study.ask(fixed_distributions=study.trials[0].distributions)
+    assert main(["export", "--output", str(first), "--to", str(tmp_path / "later")]) == 0
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "later/studies.journal"))
+    later = optuna.load_study(study_name=study.study_name, storage=JournalStorage(journal))
+    assert [t.state.name for t in later.trials[2:]] == ["FAIL", "WAITING"]
+    assert later.trials[3].params == running.params and running.params
 
     # the grid, tuning included, finds everything there: it trains nothing, and reports alike
     there = ["--output", str(second), "--report", str(tmp_path / "b.md"), "--reuse"]
