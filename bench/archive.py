@@ -4,11 +4,12 @@ plain files, to commit beside the code or carry to another machine, and back int
 MLflow keeps runs in one database and Optuna its studies in another; neither travels with a git
 clone, and a laptop, a cluster's scratch space or a lent machine is not forever. An export
 folder holds, per run, its info, params, tags, every metric's history and its artifacts (the
-`results.json`, `plan.json` and `config.json` that reports read), and the studies in an Optuna
-journal file written by `optuna.copy_study`. Weights and stage caches stay behind: `report`,
-`compare --reuse` and a study's continuation need none of them. A run average of imported seeds
-does need their weights, so export a grid's run averages along with its seeds. A trial that is
-still running is exported failed and queued again with its values: the next machine runs it.
+`results.json`, `plan.json` and `config.json` that reports read, each gzipped), and the
+studies in an Optuna journal file written by `optuna.copy_study`. Weights and stage caches stay
+behind: `report`, `compare --reuse` and a study's continuation need none of them. A run average
+of imported seeds does need their weights, so export a grid's run averages along with its
+seeds. A trial that is still running is exported failed and queued again with its values: the
+next machine runs it.
 
 Run ids. MLflow gives an imported run a new id. A folder names each run by its origin id, the id
 it had where it first ran, and so do the run ids inside its tags (a trial's parent study run,
@@ -19,6 +20,7 @@ nothing, and exporting the store again writes the same runs under the same names
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -193,11 +195,17 @@ def _write_run(client: MlflowClient, run, origin: str, origins: dict, target: Pa
     }
     target.mkdir(parents=True)
     (target / "run.json").write_text(json.dumps(record, indent=1) + "\n")
-    if client.list_artifacts(run.info.run_id):
-        client.download_artifacts(run.info.run_id, "", str(target / "artifacts"))
+    if not client.list_artifacts(run.info.run_id):
+        return
+    with tempfile.TemporaryDirectory() as scratch:  # each file gzipped: a whole test set's
+        found = Path(client.download_artifacts(run.info.run_id, "", scratch))  # predictions
+        for path in sorted(p for p in found.rglob("*") if p.is_file()):  # are 10 MB, 0.2 gzipped
+            packed = target / "artifacts" / f"{path.relative_to(found)}.gz"
+            packed.parent.mkdir(parents=True, exist_ok=True)
+            packed.write_bytes(gzip.compress(path.read_bytes(), mtime=0))
 
 
-def _fill(client: MlflowClient, run_id: str, record: dict, ids: dict, artifacts: Path) -> None:
+def _fill(client: MlflowClient, run_id: str, record: dict, ids: dict, folder: Path) -> None:
     params = [Param(k, v) for k, v in record["params"].items()]
     tags = [RunTag(k, v) for k, v in _mapped(record["tags"], ids).items()]
     metrics = [
@@ -209,8 +217,14 @@ def _fill(client: MlflowClient, run_id: str, record: dict, ids: dict, artifacts:
         client.log_batch(run_id, params=params[i : i + BATCH], tags=tags[i : i + BATCH])
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
-    if (artifacts / "artifacts").is_dir():
-        client.log_artifacts(run_id, str(artifacts / "artifacts"))
+    packed = folder / "artifacts"
+    if packed.is_dir():
+        with tempfile.TemporaryDirectory() as scratch:
+            for path in packed.rglob("*.gz"):
+                plain = Path(scratch) / path.relative_to(packed).with_suffix("")
+                plain.parent.mkdir(parents=True, exist_ok=True)
+                plain.write_bytes(gzip.decompress(path.read_bytes()))
+            client.log_artifacts(run_id, scratch)
     client.set_terminated(run_id, record["status"], end_time=record["end_time"])
 
 

@@ -27,7 +27,7 @@ def test_an_exported_grid_imported_elsewhere_is_reused_whole(tmp_path, monkeypat
     assert main(["export", "--output", str(first), "--to", str(folder)]) == 0
     records = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("runs/*/run.json")}
     assert set(records) == {r.info.run_id for r in ran}  # trials, studies, seeds, rules, average
-    assert all((folder / "runs" / i / "artifacts" / "results.json").is_file()
+    assert all((folder / "runs" / i / "artifacts" / "results.json.gz").is_file()
                for i, r in records.items() if "sweep.trials" not in r["tags"])  # fmt: skip
 
     assert main(["import", str(folder), "--output", str(second)]) == 0
