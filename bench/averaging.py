@@ -97,6 +97,8 @@ def average_runs(request: runner.Request, run_ids: list[str]) -> runner.RunResul
 
 def _evaluate(prepared: runner.Prepared, tracker: Tracker, run_ids: list[str]):
     results, trainable, total = [], 0, 0
+    # the MLM head a headless backbone's runs started from (and froze): read from the cache
+    prepared.head, _, _ = runner.mlm_head(prepared, tracker)
     for model_plan in prepared.plan.models:
         folders, _, _ = runner.run_stages(prepared, model_plan, tracker)
         transformers.set_seed(prepared.request.seed)

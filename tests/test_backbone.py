@@ -6,9 +6,10 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from bench import backbone, params, runner, suites
+from bench import averaging, backbone, params, runner, suites
 from bench.cli import main
 from bench.method import Backbone
 from bench.runner import load_backbone
@@ -125,3 +126,31 @@ def test_a_headless_backbone_gets_one_cached_mlm_head_stage(headless, tmp_path, 
         progress=False,
     )  # fmt: skip
     assert "mlm-head/trained" not in runner.execute(runner.prepare(request)).metrics
+
+
+@pytest.mark.slow
+def test_run_averaging_starts_from_the_cached_head_its_runs_froze(headless, tmp_path, monkeypatch):
+    """Seeds of an MLM method on a headless backbone keep their weights without the head (frozen,
+    from the stage): their average builds the same model, with the same head, and tests it."""
+    demo = suites.get("demo")
+    monkeypatch.setattr(
+        suites, "get", lambda name: dataclasses.replace(demo, backbone=str(headless))
+    )
+    budget = {"max_steps": 2, "eval_every": 2, "batch_size": 8, "mlm_cap": 60, "eval_cap": 8,
+              "head_steps": 4}  # fmt: skip
+
+    def request(seed):
+        return runner.Request(
+            method="adapter", setting="multi-task", seed=seed, output=tmp_path, tasks=("pos",),
+            train=budget, method_options={"mlm": True}, progress=False,
+        )  # fmt: skip
+
+    ids = [runner.execute(runner.prepare(request(seed))).run_id for seed in (0, 1)]
+    average = averaging.average_runs(request(0), ids)
+    assert average.metrics["eval/pos/avg_target"] >= 0
+    kept = [load_file(str(tmp_path / "checkpoints" / i / "all.safetensors")) for i in ids]
+    averaged = load_file(str(tmp_path / "checkpoints" / average.run_id / "all.safetensors"))
+    assert averaged.keys() == kept[0].keys() and not any("lm_head" in k for k in averaged)
+    for name, value in averaged.items():
+        mean = (kept[0][name].double() + kept[1][name].double()) / 2
+        torch.testing.assert_close(value.double(), mean, rtol=1e-6, atol=1e-7)
