@@ -37,7 +37,7 @@ from transformers import (
 )
 
 from bench import distributed, interrupts, overlap, suites, typology
-from bench.backbone import backbone_identity, backbone_path
+from bench.backbone import backbone_identity, backbone_path, sha256
 from bench.checkpoint import Checkpoint, Checkpoints, restore, training_state
 from bench.config import TrainConfig
 from bench.data import Collator, PairData, PairSampler, load_pair
@@ -625,31 +625,19 @@ def _train_and_evaluate(prepared: Prepared, tracker: Tracker | Quiet) -> RunResu
             continue  # process 0 evaluates it
         with clocks["eval"]:
             shown = request.progress and group.main
+            tests = _Tests(prepared, model_plan, model, collator, path)
             for e in tqdm(model_plan.eval, desc=f"test {_named(prepared, model_plan)}",
                           unit="pair", disable=not shown):  # fmt: skip
-                data = prepared.data[data_key(e)]
-                refs = prepared.references[(model_plan.name, e.pair.task)]
-                task = prepared.suite.task(e.pair.task)
-                result = evaluate(
-                    model, task, data, e, refs, prepared.train, model_plan.name, collator
-                )
-                progress.pairs.append(dataclasses.asdict(result))
-                progress.eval_tokens += data.tokens
+                progress.pairs += [dataclasses.asdict(r) for r in tests(path, [e])]
+                progress.eval_tokens += prepared.data[data_key(e)].tokens
             if prepared.oracle.get(model_plan.name):
-                results = _oracle_test(prepared, model_plan, model, loop, collator, folder)
+                results = _oracle_test(model_plan, loop, tests, folder)
                 progress.oracle += [dataclasses.asdict(r) for r in results]
             for rule, score in loop.rules.items():  # the same training, other weights
                 began = time.perf_counter()
-                model.load(str(rule_weights(path, rule)))
                 done = progress.rules.setdefault(rule, {"pairs": [], "selected": [], "eval_s": 0})
-                for e in model_plan.eval:
-                    data = prepared.data[data_key(e)]
-                    refs = prepared.references[(model_plan.name, e.pair.task)]
-                    task = prepared.suite.task(e.pair.task)
-                    result = evaluate(
-                        model, task, data, e, refs, prepared.train, model_plan.name, collator
-                    )
-                    done["pairs"].append(dataclasses.asdict(result))
+                results = tests(rule_weights(path, rule), model_plan.eval)
+                done["pairs"] += [dataclasses.asdict(r) for r in results]
                 done["selected"].append(score)
                 done["eval_s"] += time.perf_counter() - began
         progress.curves[model_plan.name] = loop.curve
@@ -1160,31 +1148,49 @@ def _oracle_point(
     return sum(scores.values()) / len(scores)
 
 
-def _oracle_test(
-    prepared: Prepared,
-    plan: ModelPlan,
-    model: Model,
-    loop: Loop,
-    collator: Collator,
-    folder: Path,
-) -> list[PairResult]:
+def _oracle_test(plan: ModelPlan, loop: Loop, tests: _Tests, folder: Path) -> list[PairResult]:
     """The oracle's test scores: each target pair with a dev split, evaluated on its test split
     with the weights of the checkpoint its dev split scored best."""
     by_step: dict[int, list[EvalPair]] = {}
     for e in plan.eval:
         if str(e.pair) in loop.oracle:
             by_step.setdefault(loop.oracle[str(e.pair)][1], []).append(e)
-    results = []
-    for step, pairs in sorted(by_step.items()):
-        model.load(str(_oracle_weights(folder, plan.name, step)))
+    return [
+        result
+        for step, pairs in sorted(by_step.items())
+        for result in tests(_oracle_weights(folder, plan.name, step), pairs)
+    ]
+
+
+class _Tests:
+    """A model's test scores under the weights in a file, by the file's content: weights that
+    two rules kept from the same step (source dev picked the last checkpoint, or the oracle's
+    step) are evaluated once, and give the same scores as evaluating them again would.
+    `current`: the file whose weights the model holds now."""
+
+    def __init__(
+        self, prepared: Prepared, plan: ModelPlan, model: Model, collator: Collator, current: Path
+    ) -> None:
+        self.prepared, self.plan, self.model, self.collator = prepared, plan, model, collator
+        self.loaded = sha256(current)
+        self.done: dict[str, dict[str, PairResult]] = {}  # weights digest -> pair -> result
+
+    def __call__(self, weights: Path, pairs: list[EvalPair]) -> list[PairResult]:
+        digest = sha256(weights)
+        known = self.done.setdefault(digest, {})
         for e in pairs:
-            data = prepared.data[data_key(e)]
-            refs = prepared.references[(plan.name, e.pair.task)]
-            task = prepared.suite.task(e.pair.task)
-            results.append(
-                evaluate(model, task, data, e, refs, prepared.train, plan.name, collator)
+            if str(e.pair) in known:
+                continue
+            if digest != self.loaded:
+                self.model.load(str(weights))
+                self.loaded = digest
+            data = self.prepared.data[data_key(e)]
+            refs = self.prepared.references[(self.plan.name, e.pair.task)]
+            task = self.prepared.suite.task(e.pair.task)
+            known[str(e.pair)] = evaluate(
+                self.model, task, data, e, refs, self.prepared.train, self.plan.name, self.collator
             )
-    return results
+        return [known[str(e.pair)] for e in pairs]
 
 
 def oracle_metrics(results: list[PairResult], curves: dict[str, list]) -> dict[str, float]:

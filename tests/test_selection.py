@@ -1,6 +1,7 @@
 """Zero-shot model selection: the last weights, the average of the evaluation points, the
 oracle kept apart from every zero-shot number, and leakage by content."""
 
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -124,6 +125,32 @@ def test_other_rules_test_the_same_training_as_the_runs_of_those_rules(tmp_path,
     assert any(siblings["average"].data.metrics[k] != result.metrics[k] for k in scores)
     folder = runner.checkpoint_folder(tmp_path / "one", result.run_id)
     assert [p.name for p in folder.iterdir()] == ["all.safetensors"]
+
+
+def test_weights_two_rules_kept_from_one_step_are_tested_once(tmp_path, monkeypatch):
+    real_select, real_evaluate, rising, tested = runner._select, runner.evaluate, [], []
+
+    def select(*args):  # scores that rise at every point: source dev picks the last step
+        real_select(*args)
+        rising.append(len(rising))
+        return float(rising[-1])
+
+    def evaluate(model, task, data, e, refs, *rest):
+        if refs is not None:  # a test split (model selection passes no references)
+            tested.append(str(e.pair))
+        return real_evaluate(model, task, data, e, refs, *rest)
+
+    monkeypatch.setattr(runner, "_select", select)
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    result = tiny_run(tmp_path, train={**TINY, "also_selection": "last,average"})
+    # the run's own weights and the average's, each pair once; `last` is the run's own step
+    assert tested and set(Counter(tested).values()) == {2}
+    client = MlflowClient(result.tracking_uri)
+    (last,) = client.search_runs(
+        [result.experiment_id], "params.`train.selection` = 'last'"
+    )
+    scores = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
+    assert scores and all(last.data.metrics[k] == v for k, v in scores.items())
 
 
 def test_a_run_interrupted_between_its_rules_runs_logs_the_rest_when_resumed(tmp_path, monkeypatch):
