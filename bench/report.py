@@ -312,6 +312,7 @@ def build(
     """Everything the report shows, computed: nothing is written."""
     client = _client(uri)
     runs, excluded = _find_runs(client, uri, suite.name, setting, extra_filter)
+    baseline = resolve_baseline(runs, baseline)
     methods = _group(runs, baseline)
     mismatch = max(_load_samples(client, method, suite) for method in methods)
     estimates, differences, rules = intervals(methods, baseline, replicates)
@@ -403,6 +404,14 @@ def _search(client: MlflowClient, experiment_id: str, query: str, extra: str | N
         token = page.token
         if not token:
             return found
+
+
+def resolve_baseline(runs: list, baseline: str) -> str:
+    """`baseline` as the runs name it: a method named without `[bf16]` is its bf16 runs where
+    it has only those (`hyperx` is `hyperx [bf16]` on a suite that trains in bf16)."""
+    labels = {label(run) for run in runs}
+    bf16 = f"{baseline} [bf16]"
+    return bf16 if baseline not in labels and bf16 in labels else baseline
 
 
 def label(run) -> str:

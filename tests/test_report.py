@@ -2,6 +2,7 @@
 intervals over the test examples; `bench.bootstrap` decomposes every metric per example."""
 
 import statistics
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -178,6 +179,18 @@ def test_sweep_runs_and_an_older_configuration_are_left_out_and_said(written, bu
     older = "- `dummy`: 1 run of an older configuration (`train.max_steps` 1 where the kept runs"
     assert older + " have 2)" in text
     assert all(r.data.params["method.lr"] != "0.01" for m in built.methods for r in m.runs)
+
+
+def test_a_baseline_named_without_bf16_is_its_bf16_runs_where_it_has_only_those():
+    def run(method, precision):
+        params = {"train.selection": "source-dev", "train.precision": precision}
+        return SimpleNamespace(data=SimpleNamespace(tags={"method": method}, params=params))
+
+    runs = [run("hyperx", "bf16"), run("lora", "bf16"), run("lora", "fp32")]
+    assert report.resolve_baseline(runs, "hyperx") == "hyperx [bf16]"
+    assert report.resolve_baseline(runs, "lora") == "lora"  # it has fp32 runs: those
+    assert report.resolve_baseline(runs, "lora [bf16]") == "lora [bf16]"
+    assert report.resolve_baseline(runs, "madx") == "madx"  # no runs: said in the report
 
 
 def test_a_baseline_without_runs_is_one_line(store, tmp_path):

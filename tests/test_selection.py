@@ -146,9 +146,7 @@ def test_weights_two_rules_kept_from_one_step_are_tested_once(tmp_path, monkeypa
     # the run's own weights and the average's, each pair once; `last` is the run's own step
     assert tested and set(Counter(tested).values()) == {2}
     client = MlflowClient(result.tracking_uri)
-    (last,) = client.search_runs(
-        [result.experiment_id], "params.`train.selection` = 'last'"
-    )
+    (last,) = client.search_runs([result.experiment_id], "params.`train.selection` = 'last'")
     scores = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
     assert scores and all(last.data.metrics[k] == v for k, v in scores.items())
 
