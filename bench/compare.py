@@ -667,14 +667,15 @@ def plot(cells: list[Cell], stem: Path) -> list[tuple[str, Path]]:
 
 def _reading(cells: list[Cell], tasks: list[str]) -> list[str]:
     """Per setting and task: the best mean, and whether its lead over the next is larger than
-    the standard deviation of either (else the two are not told apart by these seeds). Methods
+    the standard deviation of either (else the two are not told apart by these seeds; a
+    model alone, such as a run average, lends the other's spread). Methods
     whose means tie (to the printed decimal) are named together, none as the best."""
     lines = []
     for setting in dict.fromkeys(c.setting for c in cells):
         for task in tasks:
             key = f"eval/{task}/avg_target"
-            scored = [
-                (round(statistics.fmean(v), 1), statistics.stdev(v) if len(v) > 1 else 0.0,
+            scored = [  # one model (one seed, a run average) has no spread: sd None
+                (round(statistics.fmean(v), 1), statistics.stdev(v) if len(v) > 1 else None,
                  c.method)
                 for c in cells
                 if c.setting == setting and (v := c.values(key))
@@ -689,7 +690,11 @@ def _reading(cells: list[Cell], tasks: list[str]) -> list[str]:
                 continue
             (best, best_sd, winner), (second, second_sd, runner_up) = scored[:2]
             lead = best - second
-            verdict = "clear" if lead > max(best_sd, second_sd) else "within the seeds' spread"
+            spread = [sd for sd in (best_sd, second_sd) if sd is not None]
+            if not spread:
+                verdict = "one model each: no seeds' spread to judge it by"
+            else:
+                verdict = "clear" if lead > max(spread) else "within the seeds' spread"
             lines.append(
                 f"- {setting}, {task}: `{winner}` {best:.1f}, then `{runner_up}` {second:.1f} "
                 f"(lead {lead:.1f}: {verdict})"

@@ -436,9 +436,10 @@ def _group(runs: list, baseline: str) -> list[MethodRuns]:
         by_method[label(run)].append(run)
     methods = []
 
-    def order(name: str) -> tuple:  # the baseline's rows first; a method's rows together:
-        base = name.partition(" [")[0]  # `adapter`, `adapter [last]`, ..., `adapter (mlm)`
-        return (base != baseline.partition(" [")[0], name != baseline, base, name)
+    def order(name: str) -> tuple:  # the baseline's rows first; a method's rows together,
+        base = name.partition(" [")[0]  # its own first: `adapter [bf16]`, `adapter [average,
+        rule = rule_of(name) is not None  # bf16]`, ..., `adapter (mlm) [bf16]`
+        return (base != baseline.partition(" [")[0], name != baseline, base, rule, name)
 
     for name in sorted(by_method, key=order):
         configs: dict[tuple, list] = defaultdict(list)
@@ -936,13 +937,21 @@ def _reading(r: Report, tasks: list[str]) -> list[str]:
     for task in tasks:
         ranked = [(r.estimates[(m.name, task)], m) for m in r.methods
                   if (m.name, task) in r.estimates]  # fmt: skip
-        best, winner = max(ranked, key=lambda item: item[0].point)
+        best = max(ranked, key=lambda item: item[0].point)[0]
         tied = [m for e, m in ranked if round(e.point, 1) == round(best.point, 1)]
+        # a rule's row that ties with its method's own (`last` where source dev picked the
+        # last checkpoint) is the same model, not a rival
+        same = [m for m in tied if (rule_of(m.name) or ("",))[0] in {t.name for t in tied}]
+        tied = [m for m in tied if m not in same]
         if len(tied) > 1:
             names = ", ".join(f"`{m.name}`" for m in tied)
             text = f"- {task}: no highest mean, {names} tie at {best.point:.1f}"
         else:
+            winner = tied[0]
+            best = r.estimates[(winner.name, task)]
             text = f"- {task}: highest mean `{winner.name}` {best.point:.1f} {_interval(best)}"
+        if same:
+            text += f" (so do {', '.join(f'`{m.name}`' for m in same)}, of the same training)"
         verdicts: dict[str, list[str]] = defaultdict(list)
         for (name, scope), d in r.differences.items():
             if scope == task:

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import compare, perf, runner
 from bench.cli import main
+from bench.compare import Cell
 from bench.request import parse_methods
 
 
@@ -223,3 +224,17 @@ def test_perf_times_a_suites_preprocessing_encoded_then_cached():
 def test_perf_refuses_an_unknown_preprocessing_suite_before_timing(capsys):
     assert main(["perf", "--preprocessing", "nope", "--methods", "none"]) == 2
     assert "unknown suite 'nope'" in capsys.readouterr().err
+
+
+def test_the_reading_judges_a_lead_by_the_seeds_spread_not_by_a_single_model():
+    def cell(name, *scores, averaged=False):
+        runs = tuple({"eval/nli/avg_target": v} for v in scores)
+        return Cell(name, "mixed", runs, ("id",) * len(scores), averaged=averaged)
+
+    averages = [cell("a [run average]", 33.6, averaged=True), cell("b [run average]", 33.5)]
+    (line,) = compare._reading(averages, ["nli"])
+    assert line.endswith("(lead 0.1: one model each: no seeds' spread to judge it by)")
+    (line,) = compare._reading([averages[0], cell("b", 33.0, 33.2, 33.4)], ["nli"])
+    assert line.endswith("(lead 0.4: clear)")  # the seeds' sd of b, 0.2
+    (line,) = compare._reading([averages[0], cell("b", 32.0, 33.2, 34.4)], ["nli"])
+    assert line.endswith("(lead 0.4: within the seeds' spread)")

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import bootstrap, report, runner
+from bench.bootstrap import Estimate
 from bench.cli import main
 from bench.evaluation import scored
 from bench.metrics import METRICS
@@ -173,6 +174,22 @@ def test_a_selection_rule_is_paired_with_its_own_method_not_the_baseline():
     assert rules[("lora [last]", "ner")].estimate.point == 0.0
 
 
+def test_the_reading_names_no_tie_between_a_method_and_its_own_same_weights():
+    names = ["base", "lora", "lora [last]", "lora [average]", "adapter"]
+    points = {"base": 20.0, "lora": 33.4, "lora [last]": 33.4, "lora [average]": 30.0}
+    estimates = {(n, "ner"): Estimate(v, v - 1, v + 1) for n, v in points.items()}
+    estimates[("adapter", "ner")] = Estimate(33.0, 32.0, 34.0)
+    found = SimpleNamespace(
+        methods=[MethodRuns(n, [], [], {}) for n in names], estimates=estimates,
+        differences={}, baseline="base", reference=lambda name, task: None,
+    )  # fmt: skip
+    (line,) = report._reading(found, ["ner"])
+    assert line.startswith("- ner: highest mean `lora` 33.4 [32.4, 34.4] (so do `lora [last]`")
+    estimates[("adapter", "ner")] = Estimate(33.4, 32.0, 34.0)  # another method: a real tie
+    (line,) = report._reading(found, ["ner"])
+    assert line.startswith("- ner: no highest mean, `lora`, `adapter` tie at 33.4 (so do")
+
+
 def test_sweep_runs_and_an_older_configuration_are_left_out_and_said(written, built):
     text = written[1]
     assert f"- 1 run tagged `{report.SWEEP_TAG}`" in text
@@ -191,6 +208,13 @@ def test_a_baseline_named_without_bf16_is_its_bf16_runs_where_it_has_only_those(
     assert report.resolve_baseline(runs, "lora") == "lora"  # it has fp32 runs: those
     assert report.resolve_baseline(runs, "lora [bf16]") == "lora [bf16]"
     assert report.resolve_baseline(runs, "madx") == "madx"  # no runs: said in the report
+    for index, made in enumerate(runs):
+        made.info = SimpleNamespace(start_time=index)
+    runs.append(run("lora", "bf16"))
+    runs[-1].data.params["train.selection"] = "average"
+    runs[-1].info = SimpleNamespace(start_time=len(runs))
+    rows = [m.name for m in report._group(runs, "hyperx [bf16]")]
+    assert rows == ["hyperx [bf16]", "lora", "lora [bf16]", "lora [average, bf16]"]
 
 
 def test_a_baseline_without_runs_is_one_line(store, tmp_path):
