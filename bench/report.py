@@ -941,7 +941,8 @@ def _reading(r: Report, tasks: list[str]) -> list[str]:
         tied = [m for e, m in ranked if round(e.point, 1) == round(best.point, 1)]
         # a rule's row that ties with its method's own (`last` where source dev picked the
         # last checkpoint) is the same model, not a rival
-        same = [m for m in tied if (rule_of(m.name) or ("",))[0] in {t.name for t in tied}]
+        tied_names = {m.name for m in tied}
+        same = [m for m in tied if (rule_of(m.name) or ("",))[0] in tied_names]
         tied = [m for m in tied if m not in same]
         if len(tied) > 1:
             names = ", ".join(f"`{m.name}`" for m in tied)
