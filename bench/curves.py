@@ -135,7 +135,8 @@ def render(
 
 def _crossings(curves: dict[int, list[Cell]], tasks: list[str]) -> list[str]:
     """Per setting, task and method: the smallest budget at which its mean passes the
-    strongest reference, and the other methods it is ahead of at the largest budget."""
+    strongest reference, and, against each other method, whether it leads at every budget,
+    from which budget on it stays ahead (it overtakes), or that it is behind at the largest."""
     budgets = sorted(curves)
     cells = [c for cells in curves.values() for c in cells]
     lines = []
@@ -147,16 +148,47 @@ def _crossings(curves: dict[int, list[Cell]], tasks: list[str]) -> list[str]:
             bar_name, bar = max(
                 ((n, v) for n, v in refs.items() if v is not None), key=lambda item: item[1]
             )
-            means = {m: [_mean(v) for v in _series(curves, setting, m, key)] for m in methods}
+            scores = {m: _series(curves, setting, m, key) for m in methods}
             for method in methods:
-                passed = next((b for b, s in zip(budgets, means[method], strict=True)
-                               if s > bar), None)  # fmt: skip
+                means = [_mean(v) for v in scores[method]]
+                passed = next((b for b, s in zip(budgets, means, strict=True) if s > bar), None)
                 when = f"from {passed} steps" if passed else f"at no budget up to {budgets[-1]}"
-                ahead = [m for m in methods if m != method
-                         and means[method][-1] > means[m][-1]]  # fmt: skip
                 lines.append(
-                    f"- {setting}, {task}: `{method}` beats {bar_name} ({bar:.1f}) {when}; at "
-                    f"{budgets[-1]} steps it is ahead of "
-                    + (", ".join(f"`{m}`" for m in ahead) or "none of the others")
+                    f"- {setting}, {task}: `{method}` beats {bar_name} ({bar:.1f}) {when}; "
+                    + "; ".join(_against(method, scores, budgets))
                 )
     return lines
+
+
+def _against(method: str, scores: dict[str, list[list[float]]], budgets: list[int]) -> list[str]:
+    """`method` against each other method, by the means over seeds at the budgets both ran; a
+    gap at the last of them within the larger of the two methods' sd over seeds is marked."""
+    ahead, passes, behind = [], [], {}
+    for other in scores:
+        if other == method:
+            continue
+        shared = [
+            (steps, _mean(mine), _mean(theirs), mine, theirs)
+            for steps, mine, theirs in zip(budgets, scores[method], scores[other], strict=True)
+            if mine and theirs
+        ]
+        if not shared:
+            continue
+        leads = [me > them for _, me, them, _, _ in shared]
+        at, me, them, mine, theirs = shared[-1]
+        spread = max((statistics.stdev(v) for v in (mine, theirs) if len(v) > 1), default=None)
+        name = f"`{other}`"
+        if spread is not None and abs(me - them) <= spread:
+            name += f" (by less than the seeds' sd at {at} steps)"
+        if all(leads):
+            ahead.append(name)
+        elif leads[-1]:
+            first = len(leads) - leads[::-1].index(False)  # the first of the final run of leads
+            passes.append(f"{name} from {shared[first][0]} steps")
+        else:
+            behind.setdefault(at, []).append(name)
+    return [
+        *([f"ahead of {', '.join(ahead)} at every budget"] if ahead else []),
+        *([f"overtakes {', '.join(passes)}"] if passes else []),
+        *(f"behind {', '.join(names)} at {at} steps" for at, names in sorted(behind.items())),
+    ] or ["no other method to compare"]

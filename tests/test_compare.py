@@ -160,6 +160,32 @@ def test_learning_curves_run_the_grid_at_each_budget_and_plot_it(tmp_path, capsy
         assert err.count("\n") == 1 and why in err, err
 
 
+def test_the_curves_reading_says_where_each_method_overtakes_the_others():
+    from bench import curves
+
+    def cell(method, *scores):  # one run per seed, its NER target score
+        runs = tuple({"eval/ner/avg_target": s, "reference/majority/ner/avg_target": 0.0,
+                      "reference/lookup/ner/avg_target": 30.0} for s in scores)  # fmt: skip
+        return Cell(method, "mixed", runs, tuple(f"{method}{i}" for i in range(len(scores))))
+
+    found = {
+        100: [cell("a", 20, 22), cell("b", 10, 12), cell("c", 5, 7)],
+        200: [cell("a", 35, 37), cell("b", 30, 32), cell("c", 8, 10)],
+        400: [cell("a", 40, 42), cell("b", 40, 46), cell("c", 9, 11)],
+    }
+    lines = {line.split("`")[1]: line for line in curves._crossings(found, ["ner"])}
+    assert lines["a"] == (
+        "- mixed, ner: `a` beats lookup (30.0) from 200 steps; ahead of `c` at every budget; "
+        "behind `b` (by less than the seeds' sd at 400 steps) at 400 steps"
+    )
+    assert "overtakes `a` (by less than the seeds' sd at 400 steps) from 400 steps" in lines["b"]
+    assert lines["c"].endswith("at no budget up to 400; behind `a`, `b` at 400 steps")
+    # a method that missed the largest budget is compared where both ran
+    found[400] = found[400][:2]
+    line = next(x for x in curves._crossings(found, ["ner"]) if "`c` beats" in x)
+    assert line.endswith("at no budget up to 400; behind `a`, `b` at 200 steps")
+
+
 def test_compare_refuses_an_unknown_method_before_running(tmp_path, capsys):
     args = ["compare", "--methods", "dummy,nope", "--output", str(tmp_path / "runs")]
     assert main(args) == 2
