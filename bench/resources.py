@@ -43,17 +43,25 @@ def peak_gpu_mb() -> float | None:
 
 
 class Stopwatch:
-    """Accumulates the seconds spent inside `with stopwatch:` blocks."""
+    """Accumulates the seconds spent inside `with stopwatch:` blocks, the block under way
+    included: a checkpoint saved inside one records the time spent so far."""
 
     def __init__(self) -> None:
-        self.seconds = 0.0
+        self._done = 0.0
+        self._start: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        running = 0.0 if self._start is None else time.perf_counter() - self._start
+        return self._done + running
 
     def __enter__(self) -> Stopwatch:
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.seconds += time.perf_counter() - self._start
+        self._done = self.seconds
+        self._start = None
 
 
 class _Once(logging.Filter):

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.checkpoint import Checkpoints
 from bench.cli import main
+from bench.resources import Stopwatch
 
 # Checkpoints at steps 40, 80 and 120; training losses logged at steps 50, 100 and 120. The
 # dummy method with MLM draws masks from the collator's generator (seeded, as the seed is not
@@ -163,8 +164,12 @@ def test_ctrl_c_and_sigterm_checkpoint_the_run_and_mark_it_killed(tmp_path, unin
     assert f"--resume {run_id}" in err.splitlines()[-1]  # the command to resume it
     checkpoint = Checkpoints(output / "checkpoints" / run_id / "resume").latest()
     assert checkpoint.progress["loop"]["counted"] == 50  # the step it was interrupted after
+    # saved inside the training loop, it holds the 50 steps' time, which the run then adds to
+    trained = checkpoint.progress["run"]["seconds"]["train"]
+    assert trained > 0
     resumed = _resume_and_compare(output, run_id, uninterrupted)
     assert resumed.data.tags["resumed"] == "from model all, step 50"
+    assert resumed.data.metrics["time/train_s"] > trained
 
 
 @pytest.mark.slow
@@ -179,6 +184,18 @@ def test_a_run_interrupted_in_model_selection_redoes_it_on_resume(tmp_path, unin
     assert checkpoint.progress["loop"]["counted"] == 80
     assert checkpoint.progress["loop"]["selected"] is False
     _resume_and_compare(output, run.info.run_id, uninterrupted)
+
+
+def test_a_stopwatch_counts_the_block_under_way():
+    watch = Stopwatch()
+    with watch:
+        time.sleep(0.01)
+        inside = watch.seconds
+        assert inside >= 0.01  # what a checkpoint saved here records
+    assert watch.seconds >= inside
+    done = watch.seconds
+    time.sleep(0.01)
+    assert watch.seconds == done  # outside a block it stands still
 
 
 # A method whose loss turns non-finite, or whose forward raises, at step 3.
