@@ -286,8 +286,11 @@ def prepare(
                 "--tracking-uri the sweep started with (workers on several machines need one "
                 "MLflow server)"
             ) from None
-        tracker.client.update_run(parent, status="RUNNING")
-    tracker.client.set_tag(parent, "sweep.trials", str(trials))
+        done = sum(t.state in DONE for t in found.get_trials(deepcopy=False))
+        if done < trials:  # a finished study's parent stays as it ended
+            tracker.client.update_run(parent, status="RUNNING")
+    if tracker.client.get_run(parent).data.tags.get("sweep.trials") != str(trials):
+        tracker.client.set_tag(parent, "sweep.trials", str(trials))
     experiment = found.user_attrs["mlflow.experiment_id"]
     return Sweep(request, name, url, trials, space, prune, parent, experiment)
 
@@ -472,10 +475,13 @@ class Row:
 
 def finish(sweep: Sweep) -> list[Row]:
     """The study's trials with their MLflow runs; the best trial's params tagged on the parent,
-    which is FINISHED once the study holds enough finished trials."""
+    which is FINISHED once the study holds enough finished trials. What the parent holds
+    already is not logged again: a finished study met again (`compare --tune --reuse`) leaves
+    its parent's metric history and end time as they were."""
     storage = open_storage(sweep.storage, sweep.tracking_uri)
     study = optuna.load_study(study_name=sweep.study, storage=storage)
     client = MlflowClient(sweep.tracking_uri)
+    parent = client.get_run(sweep.parent_run_id)
     runs = {
         r.data.tags.get("sweep.trial"): r
         for r in _trial_runs(client, sweep.experiment_id, sweep.study)
@@ -506,11 +512,13 @@ def finish(sweep: Sweep) -> list[Row]:
         if run := runs.get(str(best.number)):
             tags["best.run_id"] = run.info.run_id
         for key, value in tags.items():
-            client.set_tag(sweep.parent_run_id, key, value)
+            if parent.data.tags.get(key) != value:
+                client.set_tag(sweep.parent_run_id, key, value)
         metrics["sweep/best_score"] = best.value
-    for key, value in metrics.items():
-        client.log_metric(sweep.parent_run_id, key, value, step=len(rows))
-    if done >= sweep.trials:
+    if any(parent.data.metrics.get(key) != value for key, value in metrics.items()):
+        for key, value in metrics.items():
+            client.log_metric(sweep.parent_run_id, key, value, step=len(rows))
+    if done >= sweep.trials and parent.info.status != "FINISHED":
         client.set_terminated(sweep.parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
     return rows
 

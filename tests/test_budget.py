@@ -165,9 +165,19 @@ def test_compare_tunes_every_method_equally_then_runs_the_grid_with_the_best(tmp
     assert main(["compare", "--methods", f"dummy{tail}", "--seeds", "1", *args[7:], "--reuse"]) == 0
     assert len(client.search_runs([experiment])) == before
     assert "the same labelled batches" in text and "**unequal MLM steps" in text
-    # --reuse finds the tuned runs and the finished studies: no new run, no new trial
+    # --reuse finds the tuned runs and the finished studies: no new run, no new trial, and the
+    # studies' parent runs stay as they ended (no new metric points, the same end time)
+    parents = client.search_runs([experiment], "attributes.run_name LIKE 'sweep-%'")
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+
+    def history(run):
+        points = client.get_metric_history(run.info.run_id, "sweep/best_score")
+        return run.info.end_time, len(points)
+
+    ended = {p.info.run_id: history(p) for p in parents}
     assert main([*args, "--reuse"]) == 0
     assert len(client.search_runs([experiment], "tags.`tune.study` != ''")) == 2
+    assert {r: history(client.get_run(r)) for r in ended} == ended
     # a grid stopped after its tuning runs its grid, not the best trials' runs (a sweep's own)
     for run in grid:
         client.delete_run(run.info.run_id)
