@@ -151,8 +151,13 @@ def _crossings(curves: dict[int, list[Cell]], tasks: list[str]) -> list[str]:
             scores = {m: _series(curves, setting, m, key) for m in methods}
             for method in methods:
                 means = [_mean(v) for v in scores[method]]
-                passed = next((b for b, s in zip(budgets, means, strict=True) if s > bar), None)
-                when = f"from {passed} steps" if passed else f"at no budget up to {budgets[-1]}"
+                passed = next((i for i, s in enumerate(means) if s > bar), None)
+                when = f"at no budget up to {budgets[-1]}"
+                if passed is not None:
+                    when = f"from {budgets[passed]} steps"
+                    seeds = scores[method][passed]
+                    if len(seeds) > 1 and means[passed] - bar <= statistics.stdev(seeds):
+                        when += " (by less than the seeds' sd there)"
                 lines.append(
                     f"- {setting}, {task}: `{method}` beats {bar_name} ({bar:.1f}) {when}; "
                     + "; ".join(_against(method, scores, budgets))

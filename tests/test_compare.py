@@ -184,6 +184,10 @@ def test_the_curves_reading_says_where_each_method_overtakes_the_others():
     found[400] = found[400][:2]
     line = next(x for x in curves._crossings(found, ["ner"]) if "`c` beats" in x)
     assert line.endswith("at no budget up to 400; behind `a`, `b` at 200 steps")
+    # a reference passed by less than the seeds' sd is marked so
+    found[100][2] = cell("c", 29, 33)
+    line = next(x for x in curves._crossings(found, ["ner"]) if "`c` beats" in x)
+    assert "beats lookup (30.0) from 100 steps (by less than the seeds' sd there);" in line
 
 
 def test_compare_refuses_an_unknown_method_before_running(tmp_path, capsys):
