@@ -39,6 +39,16 @@ def _reference(curves: dict[int, list[Cell]], name: str, task: str) -> float | N
     )
 
 
+def _short(curves: dict[int, list[Cell]]) -> dict[str, str]:
+    """Each method's label without its bracket of given values (`hyperx [lr=0.000141, ...]`:
+    `hyperx`) where the short names stay apart; the full label where they would not."""
+    labels = list(dict.fromkeys(c.method for cells in curves.values() for c in cells))
+    short = {label: label.split(" [")[0] for label in labels}
+    if len(set(short.values())) < len(labels):
+        return {label: label for label in labels}
+    return short
+
+
 def _series(
     curves: dict[int, list[Cell]], setting: str, method: str, key: str
 ) -> list[list[float]]:
@@ -56,10 +66,12 @@ def plot(curves: dict[int, list[Cell]], stem: Path) -> list[tuple[str, Path]]:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     tasks = _tasks(curves)
     cells = [c for cells in curves.values() for c in cells]
     methods = list(dict.fromkeys(c.method for c in cells))
+    names = _short(curves)
     seeds = seeds_text([len(c.runs) for c in cells])
     paths = []
     for setting in dict.fromkeys(c.setting for c in cells):
@@ -75,7 +87,7 @@ def plot(curves: dict[int, list[Cell]], stem: Path) -> list[tuple[str, Path]]:
                 for row, key in enumerate((LABELLED, FLOPS)):
                     x = [_mean(v) for v in _series(curves, setting, method, key)]
                     ax = axes[row][column]
-                    (line,) = ax.plot(x, means, marker="o", markersize=4, label=method)
+                    (line,) = ax.plot(x, means, marker="o", markersize=4, label=names[method])
                     ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
             for row, label in enumerate(("labelled steps", "training FLOPs (stages included)")):
                 ax = axes[row][column]
@@ -83,11 +95,17 @@ def plot(curves: dict[int, list[Cell]], stem: Path) -> list[tuple[str, Path]]:
                     if (value := _reference(curves, name, task)) is not None:
                         ax.axhline(value, color="grey", linestyle=style, linewidth=1, label=name)
                 ax.set_xscale("log")
+                if row == 0:  # the budgets themselves, not powers of ten
+                    ax.set_xticks(sorted(curves))
+                    ax.xaxis.set_major_formatter(ScalarFormatter())
+                    ax.xaxis.set_minor_formatter(NullFormatter())
                 ax.set_xlabel(label, fontsize=9)
                 ax.set_title(f"{setting}, {task}: average target score", fontsize=10)
-        axes[0][0].legend(fontsize=8)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
         figure.suptitle(f"mean over {seeds}; the band spans the seeds", fontsize=10)
-        figure.tight_layout()
+        rows = -(-len(labels) // 4)  # the legend's, below the plots
+        figure.tight_layout(rect=(0, 0.035 * rows, 1, 1))
         path = stem.with_name(f"{stem.name}-{setting}.png")
         figure.savefig(path, dpi=110)
         pyplot.close(figure)
@@ -110,6 +128,9 @@ def render(
         *(f"![{title}]({path.name})" for title, path in plots),
         "",
     ]
+    names = _short(curves)
+    if given := [f"`{n}` is `{label}`" for label, n in names.items() if n != label]:
+        lines += ["Methods: " + "; ".join(given) + ".", ""]
     header = ["method", "setting", "steps", "labelled", "MLM", "train FLOPs"]
     header += [f"{task} target" for task in tasks]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -117,7 +138,7 @@ def render(
         ((b, c) for b in budgets for c in curves[b]), key=lambda bc: (bc[1].setting, bc[1].method)
     )  # by setting and method, each's budgets ascending
     for steps, c in ordered:
-        row = [f"`{c.method}`", c.setting, str(steps)]
+        row = [f"`{names[c.method]}`", c.setting, str(steps)]
         row += [f"{_mean(c.values(k)):,.0f}" for k in (LABELLED, "budget/mlm_steps")]
         row += [f"{_mean(c.values(FLOPS)):.2e}"]
         row += [mean_sd(c.values(f"eval/{task}/avg_target")) for task in tasks]
@@ -139,6 +160,7 @@ def _crossings(curves: dict[int, list[Cell]], tasks: list[str]) -> list[str]:
     from which budget on it stays ahead (it overtakes), or that it is behind at the largest."""
     budgets = sorted(curves)
     cells = [c for cells in curves.values() for c in cells]
+    names = _short(curves)
     lines = []
     for setting in dict.fromkeys(c.setting for c in cells):
         methods = list(dict.fromkeys(c.method for c in cells if c.setting == setting))
@@ -148,8 +170,8 @@ def _crossings(curves: dict[int, list[Cell]], tasks: list[str]) -> list[str]:
             bar_name, bar = max(
                 ((n, v) for n, v in refs.items() if v is not None), key=lambda item: item[1]
             )
-            scores = {m: _series(curves, setting, m, key) for m in methods}
-            for method in methods:
+            scores = {names[m]: _series(curves, setting, m, key) for m in methods}
+            for method in scores:
                 means = [_mean(v) for v in scores[method]]
                 passed = next((i for i, s in enumerate(means) if s > bar), None)
                 when = f"at no budget up to {budgets[-1]}"

@@ -145,6 +145,7 @@ def test_learning_curves_run_the_grid_at_each_budget_and_plot_it(tmp_path, capsy
     assert all("±" in r[-1] for r in rows)  # two seeds: mean ± sd
     assert (tmp_path / "curves-mixed.png").read_bytes()[:4] == b"\x89PNG"
     assert "](curves-mixed.png)" in text and "pos: majority" in text
+    assert "Methods:" not in text  # `dummy` and `dummy [lr=0.05]`: the short names would meet
     reading = text.split("## Reading")[1]
     assert reading.count("- mixed, pos: `dummy") == 2 and "beats lookup" in reading
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
@@ -188,6 +189,12 @@ def test_the_curves_reading_says_where_each_method_overtakes_the_others():
     found[100][2] = cell("c", 29, 33)
     line = next(x for x in curves._crossings(found, ["ner"]) if "`c` beats" in x)
     assert "beats lookup (30.0) from 100 steps (by less than the seeds' sd there);" in line
+    # a label with given values (`c [lr=0.1]`) reads short where the short names stay apart
+    for cells in found.values():
+        cells[-1] = dataclasses.replace(cells[-1], method="c [lr=0.1]")
+    text = curves.render(found, suite="s", command="", plots=[])
+    assert "Methods: `c` is `c [lr=0.1]`." in text and "| `c` | mixed | 100 |" in text
+    assert "- mixed, ner: `c` beats" in text
 
 
 def test_compare_refuses_an_unknown_method_before_running(tmp_path, capsys):
