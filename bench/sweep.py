@@ -265,6 +265,7 @@ def prepare(
         )
     tracker = Tracker(uri, prepared.suite.name, request.output / "artifacts")
     parent = found.user_attrs.get("mlflow.parent_run_id")
+    recorded_trials = None  # the parent's `sweep.trials` tag, if it has one
     if parent is None:
         params = {"sweep.storage": hide_password(url), "sweep.prune": prune}
         params |= {f"space.{k}": describe(v) for k, v in space.items()}
@@ -279,7 +280,7 @@ def prepare(
         found.set_user_attr("mlflow.experiment_id", tracker.experiment_id)
     else:
         try:
-            tracker.client.get_run(parent)
+            recorded_trials = tracker.client.get_run(parent).data.tags.get("sweep.trials")
         except Exception:
             raise BenchError(
                 f"study {name!r} logs to MLflow run {parent}, which is not in {uri}: give the "
@@ -289,7 +290,7 @@ def prepare(
         done = sum(t.state in DONE for t in found.get_trials(deepcopy=False))
         if done < trials:  # a finished study's parent stays as it ended
             tracker.client.update_run(parent, status="RUNNING")
-    if tracker.client.get_run(parent).data.tags.get("sweep.trials") != str(trials):
+    if recorded_trials != str(trials):
         tracker.client.set_tag(parent, "sweep.trials", str(trials))
     experiment = found.user_attrs["mlflow.experiment_id"]
     return Sweep(request, name, url, trials, space, prune, parent, experiment)
