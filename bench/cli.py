@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--budgets", metavar="STEPS,...",
         help="learning curves: the grid at each of these step counts (e.g. 200,400,800,1600), "
-        "plotted against labelled steps and FLOPs: reports/<suite>/curves-<settings>.md",
+        "plotted against labelled steps and FLOPs: reports/<suite>/curves.md",
     )  # fmt: skip
     _budget(compare)
     compare.add_argument(
@@ -777,7 +777,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 {**grid, "train": {**train, "max_steps": steps}}, launching,
             )  # fmt: skip
             failures += failed
-        path = args.report or REPORTS / name / f"curves-{'-'.join(settings)}.md"
+        path = args.report or REPORTS / name / "curves.md"  # plots: curves-<setting>.png
         path.parent.mkdir(parents=True, exist_ok=True)
         plots = curves.plot(found, path.with_suffix(""))
         _write_report(curves.render(found, suite=name, command=command, plots=plots), path)

@@ -129,11 +129,12 @@ def test_a_grid_run_stopped_by_sigterm_is_checkpointed_and_resumed_by_reuse(tmp_
     assert "--resume" in stopped.data.tags["stopped"]
 
 
-def test_learning_curves_run_the_grid_at_each_budget_and_plot_it(tmp_path, capsys):
-    report, out = tmp_path / "curves.md", tmp_path / "runs"
+def test_learning_curves_run_the_grid_at_each_budget_and_plot_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default report: reports/<suite>/curves.md, plots beside it
+    report, out = tmp_path / "reports" / "demo" / "curves.md", tmp_path / "runs"
     args = ["compare", "--methods", "dummy,dummy:lr=0.05", "--settings", "mixed", "--seeds", "2"]
     args += ["--budgets", "8,2", "--set", "train.eval_every=2", "--output", str(out)]
-    assert main([*args, "--report", str(report)]) == 0
+    assert main(args) == 0
     text = report.read_text()
     assert "--budgets 8,2" in text and "at 2 labelled budgets (2, 8 steps)" in text
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| `dummy")]
@@ -143,7 +144,7 @@ def test_learning_curves_run_the_grid_at_each_budget_and_plot_it(tmp_path, capsy
         ("| `dummy [lr=0.05]`", "2", "2"), ("| `dummy [lr=0.05]`", "8", "8"),
     ]  # fmt: skip
     assert all("±" in r[-1] for r in rows)  # two seeds: mean ± sd
-    assert (tmp_path / "curves-mixed.png").read_bytes()[:4] == b"\x89PNG"
+    assert (report.parent / "curves-mixed.png").read_bytes()[:4] == b"\x89PNG"
     assert "](curves-mixed.png)" in text and "pos: majority" in text
     assert "Methods:" not in text  # `dummy` and `dummy [lr=0.05]`: the short names would meet
     reading = text.split("## Reading")[1]
