@@ -82,7 +82,7 @@ def export(uri: str, storage: str, experiment: str, folder: Path) -> tuple[int, 
             shutil.rmtree(folder / "runs" / path.name, ignore_errors=True)
             (folder / "runs").mkdir(exist_ok=True)
             path.rename(folder / "runs" / path.name)
-        if (staged / STUDIES).exists():
+        if (staged / STUDIES).exists() and not _same_journal(staged / STUDIES, folder / STUDIES):
             (staged / STUDIES).replace(folder / STUDIES)
         manifest = {"format": FORMAT, "experiment": experiment}
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -230,6 +230,18 @@ def _fill(client: MlflowClient, run_id: str, record: dict, ids: dict, folder: Pa
 
 def _journal(path: Path) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def _same_journal(new: Path, old: Path) -> bool:
+    """Whether two journals hold the same operations. Optuna stamps each line with its writer's
+    random worker id, so an export of unchanged studies differs from the last one only there,
+    and rewriting it would change a committed results folder for nothing."""
+
+    def operations(path: Path) -> list[dict]:
+        lines = path.read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "worker_id"} for line in lines]
+
+    return old.exists() and operations(new) == operations(old)
 
 
 def _studies(storage) -> list[str]:

@@ -29,6 +29,9 @@ def test_an_exported_grid_imported_elsewhere_is_reused_whole(tmp_path, monkeypat
     assert set(records) == {r.info.run_id for r in ran}  # trials, studies, seeds, rules, average
     assert all((folder / "runs" / i / "artifacts" / "results.json.gz").is_file()
                for i, r in records.items() if "sweep.trials" not in r["tags"])  # fmt: skip
+    journal = (folder / "studies.journal").read_bytes()
+    assert main(["export", "--output", str(first), "--to", str(folder)]) == 0
+    assert (folder / "studies.journal").read_bytes() == journal  # the same studies: left as is
 
     assert main(["import", str(folder), "--output", str(second)]) == 0
     assert f"imported {len(ran)} of {len(ran)} runs" in capsys.readouterr().out
@@ -62,8 +65,8 @@ def test_an_exported_grid_imported_elsewhere_is_reused_whole(tmp_path, monkeypat
     # a trial under way when the study is exported is queued again, with its values
     study = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{first}/optuna.db")
     running = study.ask(fixed_distributions=study.trials[0].distributions)
-    assert main(["export", "--output", str(first), "--to", str(tmp_path / "later")]) == 0
-    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "later/studies.journal"))
+    assert main(["export", "--output", str(first), "--to", str(folder)]) == 0
+    journal = optuna.storages.journal.JournalFileBackend(str(folder / "studies.journal"))
     later = optuna.load_study(study_name=study.study_name, storage=JournalStorage(journal))
     assert [t.state.name for t in later.trials[2:]] == ["FAIL", "WAITING"]
     assert later.trials[3].params == running.params and running.params
